@@ -1,0 +1,67 @@
+"""Loading YAML config files into typed (pydantic) objects with one-line errors.
+
+Every error names the file, the key (dotted path) and the bad value, e.g.::
+
+    configs/cells/sim.yaml: key 'camera.exposure_us' = 'fast': Input should be a valid number
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from cell.errors import ConfigFileError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping. Missing, unreadable or malformed -> ConfigFileError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigFileError(f"{path}: is a directory, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigFileError(f"{path}: malformed YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """One line naming the source, the first failing key and its value."""
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{key}'"
+    if err["type"] == "missing":
+        return f"{source}: missing key '{key}'"
+    value = err.get("input")
+    return f"{source}: key '{key}' = {value!r}: {err['msg']}"
+
+
+def validate_mapping(source: str, data: dict[str, Any], model: type[M]) -> M:
+    """Validate ``data`` into ``model``; ``source`` (a file name) prefixes any error message."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigFileError(format_validation_error(source, exc)) from None
+
+
+def load_config(path: str | Path, model: type[M]) -> M:
+    """Read and validate one YAML file into ``model``."""
+    return validate_mapping(str(path), read_yaml_mapping(path), model)

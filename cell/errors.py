@@ -1,0 +1,22 @@
+"""The application's exceptions, and the set of exceptions the CLI reports as one plain line."""
+from __future__ import annotations
+
+from acquisition.errors import AcquisitionError
+from calibration.errors import CalibrationError
+from detectors.errors import DetectorError
+
+
+class CellError(Exception):
+    """Base class of errors raised by :mod:`cell` itself."""
+
+
+class ConfigFileError(CellError):
+    """A YAML config file is missing, malformed, or fails validation (names file, key and value)."""
+
+
+class CampaignError(CellError):
+    """A campaign could not run or was stopped by a fault (the message says what happened)."""
+
+
+#: Exceptions that are the user's or the environment's, never a bug: shown as one line, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (CellError, AcquisitionError, CalibrationError, DetectorError)
