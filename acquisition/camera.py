@@ -40,9 +40,14 @@ class Frame:
 
 @runtime_checkable
 class Camera(Protocol):
-    """An area-scan camera. Failures raise :mod:`acquisition.errors` camera exceptions."""
+    """An area-scan camera. Failures raise :mod:`acquisition.errors` camera exceptions.
+
+    ``camera_id`` names the camera in stores and reports; ``serial`` is the device serial number that
+    calibration files are checked against.
+    """
 
     camera_id: str
+    serial: str
 
     def open(self) -> None: ...
 
