@@ -1,0 +1,1 @@
+"""The ``cell`` subcommands, one module each; each defines ``command``."""
