@@ -1,0 +1,216 @@
+"""The labelling app in a real headless Chromium (Debian's ``chromium`` driven by Playwright): draw a
+stroke, erase part of it, use the superpixel brush, undo, switch pose, carry a mask over, and check the
+stored mask pixels with numpy (what is drawn is what is stored)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cell.labelling import masks as M
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
+                       reason="Debian package 'chromium' is not installed (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    from cell.commands.label import build_app
+    from cell.labelling.server import LabellingHTTPServer
+    from cell.labelling.simdata import make_sim_dataset
+
+    root = make_sim_dataset(tmp_path_factory.mktemp("browser") / "ds", max_poses=3, width=320, height=256, seed=7)
+    app = build_app(root, superpixel_size=16)
+    server = LabellingHTTPServer(app, "127.0.0.1", 0).start_background()
+    yield app, server
+    server.stop()
+    app.store.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    _, server = app_server
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+                                     args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)  # the app forbids eval
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server.url)
+        wait_idle(page)
+        yield page
+        assert not errors, errors
+        browser.close()
+
+
+def wait_idle(page, extra: str = "true") -> None:
+    page.wait_for_function(f"window.labelling && window.labelling.idle() && ({extra})", timeout=15000)
+
+
+def screen(page, x: float, y: float) -> tuple[float, float]:
+    """Screen position of image pixel centre (x, y)."""
+    rect = page.evaluate("(() => { const r = document.getElementById('stage').getBoundingClientRect();"
+                         " return [r.left, r.top, window.labelling.state.scale]; })()")
+    return rect[0] + (x + 0.5) * rect[2], rect[1] + (y + 0.5) * rect[2]
+
+
+def drag(page, points) -> None:
+    page.mouse.move(*screen(page, *points[0]))
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*screen(page, *p), steps=4)
+    page.mouse.up()
+
+
+def client_mask(page) -> np.ndarray:
+    st = page.evaluate("(() => { const s = window.labelling.state; return [s.W, s.H, Array.from(s.mask)]; })()")
+    return np.asarray(st[2], dtype=bool).reshape(st[1], st[0])
+
+
+def stored(app, capture_id) -> np.ndarray:
+    mask, _, _ = app.store.get_mask(capture_id)
+    rec = app.store.get_capture(capture_id)
+    return np.zeros((rec.height, rec.width), bool) if mask is None else mask
+
+
+def current(page) -> int:
+    return int(page.evaluate("window.labelling.state.current"))
+
+
+def last_edit(page) -> dict:
+    return page.evaluate("window.labelling.state.lastEdit")
+
+
+def test_label_session_in_chromium(app_server, page):
+    app, _ = app_server
+    records = app.store.captures()
+    first, second = records[0].id, records[1].id
+    assert current(page) == first
+    start = stored(app, first)
+    rev0 = app.store.get_mask(first)[2]
+
+    # 1. zoom in, then a brush stroke in a clean corner: the points land where the mouse was, and the
+    #    stored mask is exactly the stroke rule's footprint, as shown
+    scale0 = page.evaluate("window.labelling.state.scale")
+    page.mouse.move(*screen(page, 60, 200))
+    page.mouse.wheel(0, -300)
+    page.wait_for_function(f"window.labelling.state.scale > {scale0} * 1.3")
+    page.keyboard.press("b")
+    drag(page, [(20, 200), (60, 210), (90, 230)])
+    wait_idle(page, f"window.labelling.state.revision === {rev0 + 1}")
+    edit = last_edit(page)
+    assert edit["op"] == "brush" and edit["radius"] == 7.5
+    assert np.allclose(edit["points"][0], [20, 200], atol=0.5) and np.allclose(edit["points"][-1], [90, 230], atol=0.5)
+    stroke = M.stroke_footprint(start.shape, edit["points"], edit["radius"])
+    after_brush = start | stroke
+    assert stroke.sum() > 300
+    assert np.array_equal(stored(app, first), after_brush)
+    assert np.array_equal(client_mask(page), after_brush)
+
+    # 2. erase the middle of the stroke
+    page.keyboard.press("e")
+    drag(page, [(55, 195), (62, 225)])
+    wait_idle(page, f"window.labelling.state.revision === {rev0 + 2}")
+    edit = last_edit(page)
+    assert edit["op"] == "erase"
+    after_erase = after_brush & ~M.stroke_footprint(start.shape, edit["points"], edit["radius"])
+    assert after_erase.sum() < after_brush.sum()
+    assert np.array_equal(stored(app, first), after_erase)
+    assert np.array_equal(client_mask(page), after_erase)
+
+    # 3. superpixel brush (zoomed back to fit, 0): a click adds the whole superpixel under it
+    page.keyboard.press("0")
+    page.keyboard.press("s")
+    wait_idle(page, "window.labelling.state.spReady")
+    labels = app.superpixels(app.store.get_capture(first))
+    x, y = 250, 60
+    target = labels[y, x]
+    assert target > 0
+    page.mouse.click(*screen(page, x, y))
+    wait_idle(page, f"window.labelling.state.revision === {rev0 + 3}")
+    edit = last_edit(page)
+    region = M.superpixel_edit(after_erase, labels, edit["points"], edit["value"])
+    assert np.array_equal(stored(app, first), region)
+    assert (region & (labels == target)).sum() == (labels == target).sum()
+    assert np.array_equal(client_mask(page), region)
+
+    # 4. undo brings back the mask before the superpixel
+    page.keyboard.press("Control+z")
+    wait_idle(page, f"window.labelling.state.revision === {rev0 + 4}")
+    assert np.array_equal(stored(app, first), after_erase)
+    assert np.array_equal(client_mask(page), after_erase)
+
+    # 5. carry the mask to the other poses, switch pose, accept the proposal
+    page.keyboard.press("c")
+    page.wait_for_function("document.getElementById('message').textContent.includes('carried')", timeout=15000)
+    page.keyboard.press("ArrowDown")
+    wait_idle(page, f"window.labelling.state.current === {second} && window.labelling.state.proposal !== null")
+    before_second = stored(app, second)
+    rev_second = app.store.get_mask(second)[2]
+    page.keyboard.press("a")
+    wait_idle(page, f"window.labelling.state.revision === {rev_second + 1}")
+    from cell.labelling.carry import carry_mask
+
+    rec_first, rec_second = app.store.get_capture(first), app.store.get_capture(second)
+    carried = carry_mask(after_erase, app.geometry(rec_first), rec_first.actual_pose, rec_second.actual_pose)
+    assert np.array_equal(stored(app, second), before_second | carried)
+    assert np.array_equal(client_mask(page), before_second | carried)
+    # the defect drawn by the simulation was carried onto the simulation's own mask of this pose
+    assert M.iou(carry_mask(start, app.geometry(rec_first), rec_first.actual_pose, rec_second.actual_pose),
+                 before_second) >= 0.9
+
+    # 6. navigation: back to the first pose shows its stored mask
+    page.keyboard.press("ArrowUp")
+    wait_idle(page, f"window.labelling.state.current === {first}")
+    assert np.array_equal(client_mask(page), stored(app, first))
+
+    # 7. another tab saves this mask meanwhile: this tab's next edit is refused, the user is told, and
+    #    the tab shows the stored version (nothing is silently overwritten)
+    rev = app.store.get_mask(first)[2]
+    app.edit(first, {"op": "brush", "base_revision": rev, "points": [[300, 20]], "radius": 6})
+    other_tab = stored(app, first)
+    page.keyboard.press("b")
+    drag(page, [(150, 120), (170, 125)])
+    page.wait_for_function("document.getElementById('message').textContent.includes('changed elsewhere')", timeout=15000)
+    wait_idle(page)
+    assert np.array_equal(stored(app, first), other_tab)
+    assert np.array_equal(client_mask(page), other_tab)
+
+
+class BrightScores:
+    """Review provider for the test: the anomaly map is the grey level in [0, 1]; bright = defect."""
+
+    name = "bright"
+    threshold = 0.75
+
+    def anomaly_map(self, image: np.ndarray) -> np.ndarray:
+        grey = image if image.ndim == 2 else image.mean(axis=2)
+        return (np.asarray(grey, np.float32) / 255.0).astype(np.float32)
+
+
+def test_review_mode_jumps_to_the_largest_disagreement(app_server, page):
+    app, _ = app_server
+    app.score_provider = BrightScores()
+    page.reload()
+    wait_idle(page)
+    page.keyboard.press("r")
+    n = len(app.store.captures())
+    page.wait_for_function(f"window.labelling.state.ranking.length === {n}", timeout=20000)
+    ranking = app.review_status()["ranking"]
+    assert [d["total_px"] for d in ranking] == sorted((d["total_px"] for d in ranking), reverse=True)
+    page.keyboard.press("j")
+    wait_idle(page, f"window.labelling.state.current === {ranking[0]['capture_id']}")
+    drawn = page.evaluate("(() => { const c = document.getElementById('heat-layer');"
+                          " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                          " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; })()")
+    assert drawn > 0

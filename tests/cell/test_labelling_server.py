@@ -1,0 +1,371 @@
+"""The labelling server: safety (path traversal, request size, malformed requests, local bind, Host
+check), the edit API over a real capture store (autosave, revisions across tabs, undo/redo, part labels,
+carry-over proposals) and review mode's disagreement ranking with a fake score provider."""
+from __future__ import annotations
+
+import http.client
+import json
+
+import numpy as np
+import pytest
+
+from acquisition.camera import Frame
+from acquisition.store import CaptureStore
+from calibration.camera_model import CameraModel
+from calibration.transforms import Transform
+from cell.labelling import masks as M
+from cell.labelling.api import LabellingApp, decode_patch
+from cell.labelling.carry import CarryGeometry, carry_mask
+from cell.labelling.server import MAX_BODY_BYTES, LabellingHTTPServer, LabellingServerError, check_bind_host
+
+W, H = 64, 48
+
+
+def _frame(seed: int) -> Frame:
+    rng = np.random.default_rng(seed)
+    pixels = np.full((H, W), 60, np.uint8)
+    pixels[8:40, 10:54] = 170 + rng.integers(0, 10, (32, 44)).astype(np.uint8)
+    return Frame(pixels=pixels, frame_id=seed, host_timestamp_s=0.0, device_timestamp_ns=None, exposure_us=1000.0,
+                 gain_db=0.0, pixel_format="Mono8", camera_id="test")
+
+
+def _pose(dx: float) -> list[float]:
+    return [0.0 + dx, -0.45, 0.35, np.pi, 0.0, 0.0]  # looking straight down from 0.35 m
+
+
+GEOMETRY = CarryGeometry(
+    camera=CameraModel(W, H, fx=80.0, fy=80.0, cx=(W - 1) / 2, cy=(H - 1) / 2),
+    T_flange_cam=Transform.identity(),
+    plane_point=np.zeros(3),
+    plane_normal=np.array([0.0, 0.0, 1.0]),
+    source="test geometry",
+)
+
+
+class FakeScores:
+    """Anomaly map = a bright square per capture (known positions), threshold 0.5."""
+
+    name = "fake"
+    threshold = 0.5
+
+    def anomaly_map(self, image: np.ndarray) -> np.ndarray:
+        amap = np.zeros(image.shape[:2], np.float32)
+        key = int(image[0, 0])
+        if key == 61:  # the capture whose top-left pixel we marked: a large predicted region
+            amap[10:30, 10:40] = 0.9
+        return amap
+
+
+@pytest.fixture()
+def served(tmp_path):
+    root = tmp_path / "ds"
+    with CaptureStore(root, create=True) as store:
+        store.start_campaign("c1", {"test": True}, None)
+        k = 0
+        for part in ("p1", "p2"):
+            for i, pose in enumerate(("a", "b", "c")):
+                frame = _frame(k)
+                if part == "p2" and pose == "b":
+                    frame.pixels[0, 0] = 61
+                store.add_capture("c1", part, pose, frame, _pose(0.01 * i), _pose(0.01 * i), [0.0] * 6, {})
+                k += 1
+    store = CaptureStore(root)
+    app = LabellingApp(store, geometry=GEOMETRY, score_provider=FakeScores(), superpixel_size_px=8)
+    server = LabellingHTTPServer(app, "127.0.0.1", 0).start_background()
+    yield server, store
+    server.stop()
+    store.close()
+
+
+def request(server, method, path, body=None, headers=None, raw: bytes | None = None):
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    hdrs = {"Content-Type": "application/json"} if (body is not None or raw is not None) else {}
+    hdrs.update(headers or {})
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    conn.request(method, path, body=data, headers=hdrs)
+    resp = conn.getresponse()
+    payload = resp.read()
+    conn.close()
+    if resp.getheader("Content-Type", "").startswith("application/json"):
+        return resp.status, json.loads(payload)
+    return resp.status, payload
+
+
+def ids(store, part):
+    return {r.pose_id: r.id for r in store.captures(part_id=part)}
+
+
+# --- safety -----------------------------------------------------------------------------------------------
+def test_index_and_static_files_are_served(served):
+    server, _ = served
+    status, html = request(server, "GET", "/")
+    assert status == 200 and b"app.js" in html
+    status, js = request(server, "GET", "/static/app.js")
+    assert status == 200 and b"labelling" in js
+
+
+@pytest.mark.parametrize("path", [
+    "/static/../server.py",
+    "/static/%2e%2e/server.py",
+    "/static/..%2fapi.py",
+    "/static/%2e%2e%2f%2e%2e%2f%2e%2e%2fetc/passwd",
+    "/static/..\\server.py",
+    "/static//etc/passwd",
+])
+def test_path_traversal_is_refused(served, path):
+    server, _ = served
+    status, payload = request(server, "GET", path)
+    assert status == 403, payload
+    assert "leaves the served folder" in payload["error"]
+
+
+def test_files_outside_the_app_are_never_served(served):
+    server, store = served
+    for path in ("/manifest.sqlite", "/images/c1/p1/a.png", "/../store.json", "/etc/passwd"):
+        status, payload = request(server, "GET", path)
+        assert status == 404 and isinstance(payload, dict), path
+
+
+def test_oversized_body_is_413_without_reading_it(served):
+    server, store = served
+    cid = ids(store, "p1")["a"]
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn.putrequest("POST", f"/api/captures/{cid}/edit")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(MAX_BODY_BYTES + 1))
+    conn.endheaders()
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 413 and "exceeds the limit" in body["error"]
+    assert request(server, "GET", "/api/index")[0] == 200  # still serving
+
+
+@pytest.mark.parametrize("raw, status, reason", [
+    (b"{not json", 400, "malformed JSON"),
+    (b"[1, 2]", 400, "must be a JSON object"),
+    (b"\xff\xfe", 400, "not UTF-8"),
+])
+def test_malformed_bodies_get_400_with_a_reason(served, raw, status, reason):
+    server, store = served
+    cid = ids(store, "p1")["a"]
+    got, payload = request(server, "POST", f"/api/captures/{cid}/edit", raw=raw)
+    assert got == status and reason in payload["error"]
+
+
+def test_wrong_content_type_missing_length_and_methods(served):
+    server, store = served
+    cid = ids(store, "p1")["a"]
+    got, payload = request(server, "POST", f"/api/captures/{cid}/edit", raw=b"{}", headers={"Content-Type": "text/plain"})
+    assert got == 415
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn.putrequest("POST", f"/api/captures/{cid}/edit")
+    conn.putheader("Content-Type", "application/json")
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 411 and "Content-Length" in json.loads(resp.read())["error"]
+    conn.close()
+    assert request(server, "GET", f"/api/captures/{cid}/edit")[0] == 405
+    assert request(server, "DELETE", "/api/index")[0] == 405
+    assert request(server, "GET", "/api/nothing")[0] == 404
+
+
+def test_bad_edit_parameters_are_400_with_reason(served):
+    server, store = served
+    cid = ids(store, "p1")["a"]
+    cases = [
+        ({"op": "brush", "base_revision": 0, "points": [[1, 1]], "radius": -2}, "radius"),
+        ({"op": "brush", "base_revision": 0, "points": "x", "radius": 2}, "points"),
+        ({"op": "brush", "base_revision": 0, "points": [[1, "a"]], "radius": 2}, "points"),
+        ({"op": "explode", "base_revision": 0}, "unknown edit op"),
+        ({"op": "brush", "points": [[1, 1]], "radius": 2}, "base_revision"),
+        ({"op": "flood", "base_revision": 0, "seed": [500, 1], "tolerance": 3}, "outside"),
+        ({"op": "polygon", "base_revision": 0, "points": [[1, 1], [2, 2]]}, "3 vertices"),
+        ({"op": "brush", "base_revision": 0, "points": [[1, 1]], "radius": 2, "defect_type": "../x"}, "defect type"),
+    ]
+    for body, reason in cases:
+        status, payload = request(server, "POST", f"/api/captures/{cid}/edit", body)
+        assert status == 400 and reason in payload["error"], (body, payload)
+    assert request(server, "GET", "/api/captures/9999/mask")[0] == 404
+    assert store.get_mask(cid)[2] == 0  # nothing stored by refused edits
+
+
+def test_non_local_bind_is_refused_unless_allowed():
+    with pytest.raises(LabellingServerError, match="--allow-remote"):
+        check_bind_host("0.0.0.0", allow_remote=False)
+    with pytest.raises(LabellingServerError):
+        check_bind_host("8.8.8.8", allow_remote=False)
+    check_bind_host("127.0.0.1", allow_remote=False)
+    check_bind_host("localhost", allow_remote=False)
+    check_bind_host("::1", allow_remote=False)
+    check_bind_host("0.0.0.0", allow_remote=True)
+
+
+def test_cli_refuses_non_local_bind(tmp_path, capsys):
+    from cell.cli import cli, main
+    from cell.commands import label
+
+    if "label" not in cli.commands:
+        cli.add_command(label.command)
+    code = main(["label", str(tmp_path), "--host", "0.0.0.0", "--no-browser"])
+    assert code == 2
+    assert "--allow-remote" in capsys.readouterr().err
+
+
+def test_foreign_host_header_is_refused(served):
+    server, _ = served
+    status, payload = request(server, "GET", "/api/index", headers={"Host": "evil.example:80"})
+    assert status == 403 and "not a local name" in payload["error"]
+    status, _ = request(server, "POST", "/api/defect_types", {"name": "x"}, headers={"Origin": "http://evil.example"})
+    assert status == 403
+
+
+# --- editing through the API --------------------------------------------------------------------------------
+def test_brush_erase_undo_redo_are_stored_exactly(served):
+    server, store = served
+    cid = ids(store, "p1")["a"]
+    stroke = {"op": "brush", "base_revision": 0, "points": [[10, 10], [40, 20]], "radius": 3, "defect_type": "hole"}
+    status, res = request(server, "POST", f"/api/captures/{cid}/edit", stroke)
+    assert status == 200 and res["revision"] == 1 and res["can_undo"]
+    expected = M.stroke_footprint((H, W), [[10, 10], [40, 20]], 3)
+    mask, dtype, rev = store.get_mask(cid)
+    assert rev == 1 and dtype == "hole" and np.array_equal(mask, expected)
+    # the reply's patch brings a client's copy to exactly the stored mask
+    assert np.array_equal(decode_patch(res["patch"], (H, W)), expected)
+    assert store.part_label("p1") == "defective"  # a drawn mask marks the part defective
+
+    status, res = request(server, "POST", f"/api/captures/{cid}/edit",
+                          {"op": "erase", "base_revision": 1, "points": [[25, 15]], "radius": 4})
+    after_erase = expected & ~M.stroke_footprint((H, W), [[25, 15]], 4)
+    assert status == 200 and np.array_equal(store.get_mask(cid)[0], after_erase)
+
+    status, res = request(server, "POST", f"/api/captures/{cid}/edit", {"op": "undo", "base_revision": 2})
+    assert status == 200 and res["can_redo"] and np.array_equal(store.get_mask(cid)[0], expected)
+    status, res = request(server, "POST", f"/api/captures/{cid}/edit", {"op": "redo", "base_revision": 3})
+    assert status == 200 and np.array_equal(store.get_mask(cid)[0], after_erase)
+    state = request(server, "GET", f"/api/captures/{cid}/mask")[1]
+    assert state["revision"] == 4 and np.array_equal(decode_patch(state["mask"], (H, W)), after_erase)
+
+
+def test_stale_revision_from_another_tab_is_409_and_changes_nothing(served):
+    server, store = served
+    cid = ids(store, "p1")["b"]
+    tab1 = {"op": "brush", "base_revision": 0, "points": [[20, 20]], "radius": 5}
+    assert request(server, "POST", f"/api/captures/{cid}/edit", tab1)[0] == 200
+    stored = store.get_mask(cid)[0].copy()
+    tab2 = {"op": "brush", "base_revision": 0, "points": [[40, 30]], "radius": 5}  # based on the old revision
+    status, payload = request(server, "POST", f"/api/captures/{cid}/edit", tab2)
+    assert status == 409 and "changed elsewhere" in payload["error"]
+    assert np.array_equal(store.get_mask(cid)[0], stored) and store.get_mask(cid)[2] == 1
+
+
+def test_superpixel_polygon_and_flood_edits(served):
+    server, store = served
+    cid = ids(store, "p1")["c"]
+    status, png = request(server, "GET", f"/api/captures/{cid}/superpixels.png")
+    assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
+    import cv2
+
+    labels = M.decode_labels_rgb(cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+    status, res = request(server, "POST", f"/api/captures/{cid}/edit",
+                          {"op": "superpixel", "base_revision": 0, "points": [[30, 20]], "value": "toggle"})
+    assert status == 200
+    assert np.array_equal(store.get_mask(cid)[0], labels == labels[20, 30]) and labels[20, 30] > 0
+    status, res = request(server, "POST", f"/api/captures/{cid}/edit",
+                          {"op": "polygon", "base_revision": 1, "points": [[0, 0], [5, 0], [5, 5], [0, 5]], "value": True})
+    assert status == 200 and store.get_mask(cid)[0][0:6, 0:6].all()
+    status, res = request(server, "POST", f"/api/captures/{cid}/edit",
+                          {"op": "flood", "base_revision": 2, "seed": [2, 44], "tolerance": 3, "value": True})
+    mask = store.get_mask(cid)[0]
+    assert status == 200 and mask[40:48, :].all() and not mask[20, 12]
+
+
+def test_part_labels_good_needs_clearing_masks(served):
+    server, store = served
+    cid = ids(store, "p2")["a"]
+    request(server, "POST", f"/api/captures/{cid}/edit", {"op": "brush", "base_revision": 0, "points": [[5, 5]], "radius": 2})
+    status, payload = request(server, "POST", "/api/parts/p2/label", {"label": "good"})
+    assert status == 409 and "masked pose" in payload["error"]
+    status, part = request(server, "POST", "/api/parts/p2/label", {"label": "good", "clear_masks": True})
+    assert status == 200 and part["label"] == "good" and part["labelled"] and part["n_masked_poses"] == 0
+    assert store.get_mask(cid)[0] is None
+    assert request(server, "POST", "/api/parts/p2/label", {"label": "fine"})[0] == 400
+    assert request(server, "POST", "/api/parts/nope/label", {"label": "good"})[0] == 404
+    status, part = request(server, "POST", "/api/parts/p2/label", {"label": "defective"})
+    assert status == 200 and not part["labelled"]  # defective needs a masked pose
+
+
+def test_carry_over_proposals_are_accepted_into_the_store(served):
+    server, store = served
+    poses = ids(store, "p1")
+    src = poses["a"]
+    request(server, "POST", f"/api/captures/{src}/edit",
+            {"op": "polygon", "base_revision": 0, "points": [[20, 15], [40, 15], [40, 30], [20, 30]]})
+    status, res = request(server, "POST", f"/api/captures/{src}/carry", {})
+    assert status == 200 and {p["capture_id"] for p in res["proposals"]} == {poses["b"], poses["c"]}
+    records = {r.id: r for r in store.captures(part_id="p1")}
+    src_mask = store.get_mask(src)[0]
+    expected = carry_mask(src_mask, GEOMETRY, records[src].actual_pose, records[poses["c"]].actual_pose)
+    # the camera moved 2 cm in x at 0.35 m: the mask moves by fx * 0.02 / 0.35 = 4.6 px
+    assert expected.any() and not np.array_equal(expected, src_mask)
+    state = request(server, "GET", f"/api/captures/{poses['c']}/mask")[1]
+    assert np.array_equal(decode_patch(state["proposal"]["mask"], (H, W)), expected)
+    assert store.get_mask(poses["c"])[0] is None  # a proposal is not stored until accepted
+    status, res = request(server, "POST", f"/api/captures/{poses['c']}/edit", {"op": "accept_proposal", "base_revision": 0})
+    assert status == 200 and np.array_equal(store.get_mask(poses["c"])[0], expected)
+    assert request(server, "POST", f"/api/captures/{poses['c']}/edit", {"op": "accept_proposal", "base_revision": 1})[0] == 409
+
+
+def test_defect_types_are_kept_per_dataset(served):
+    server, store = served
+    status, res = request(server, "POST", "/api/defect_types", {"name": "scratch"})
+    assert status == 200 and "scratch" in res["defect_types"]
+    assert request(server, "POST", "/api/defect_types", {"name": "a/b"})[0] == 400
+    assert "scratch" in request(server, "GET", "/api/index")[1]["defect_types"]
+    assert (store.root / "labelling" / "settings.json").is_file()
+    assert store.verify().ok
+
+
+def test_review_ranks_the_largest_disagreement_first(served):
+    import time
+
+    server, store = served
+    marked = ids(store, "p2")["b"]
+    other = ids(store, "p1")["a"]
+    request(server, "POST", f"/api/captures/{other}/edit", {"op": "brush", "base_revision": 0, "points": [[5, 40]], "radius": 3})
+    assert request(server, "POST", "/api/review/start", {})[0] == 200
+    for _ in range(100):
+        status, review = request(server, "GET", "/api/review")
+        if not review["running"] and review["done"] == review["total"]:
+            break
+        time.sleep(0.05)
+    ranking = review["ranking"]
+    assert review["error"] is None and len(ranking) == 6
+    assert ranking[0]["capture_id"] == marked and ranking[0]["false_positive_px"] == 20 * 30
+    assert ranking[1]["capture_id"] == other and ranking[1]["false_negative_px"] == 29
+    assert ranking[-1]["total_px"] == 0
+    status, pred = request(server, "GET", f"/api/captures/{marked}/prediction")
+    assert decode_patch(pred["mask"], (H, W)).sum() == 600
+    status, png = request(server, "GET", f"/api/captures/{marked}/heatmap.png")
+    assert status == 200 and png[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_review_with_a_model_trained_by_cell_train(tmp_path):
+    """Review mode's provider on a real model directory: maps at the capture's size, threshold.json's value."""
+    import json as _json
+
+    from cell.cli import main
+    from cell.labelling.review import DetectorScoreProvider
+    from detectors.simplenet.detector import SimpleNet
+    from tests.cell.mvtec_fixture import make_mvtec_folder, write_detector_config
+
+    data = make_mvtec_folder(tmp_path / "mvtec", n_train=6, n_test_good=1, n_test_defect=1)
+    config = write_detector_config(tmp_path / "simplenet.yaml", "simplenet", SimpleNet.smoke_config,
+                                   threshold={"policy": "auto", "holdout_fraction": 0.3})
+    model = tmp_path / "model"
+    assert main(["train", "--detector", str(config), "--data", str(data), "--out", str(model)]) == 0
+    provider = DetectorScoreProvider(model)
+    assert provider.threshold == _json.loads((model / "threshold.json").read_text())["value"]
+    amap = provider.anomaly_map(_frame(3).pixels)
+    assert amap.shape == (H, W) and amap.dtype == np.float32 and np.isfinite(amap).all()
