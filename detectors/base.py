@@ -83,7 +83,7 @@ class Detector(ABC):
     def load(cls, directory: str | Path) -> "Detector":
         from detectors.model_io import load_detector
 
-        detector = load_detector(Path(directory))
+        detector = load_detector(Path(directory), expected_method=getattr(cls, "name", None))
         if not isinstance(detector, cls):
             from detectors.errors import ModelDirectoryError
 

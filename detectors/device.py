@@ -1,0 +1,75 @@
+"""Where detectors run: device choice, mixed-precision context, and seeding of every random generator."""
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import ContextManager
+
+import numpy as np
+import torch
+
+from detectors.errors import DetectorConfigError
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` as given.
+
+    Raises :class:`DetectorConfigError` for an unparsable spec or a device that is not available here.
+    """
+    spec = str(spec).strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise DetectorConfigError(
+            f"device '{spec}' is not a device name (use auto, cpu, cuda, cuda:N or mps)"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DetectorConfigError(f"device '{spec}': CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DetectorConfigError(
+                f"device '{spec}': only {torch.cuda.device_count()} CUDA device(s) on this machine"
+            )
+    elif device.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise DetectorConfigError(f"device '{spec}': MPS is not available on this machine")
+    elif device.type != "cpu":
+        raise DetectorConfigError(f"device '{spec}': unsupported device type '{device.type}'")
+    return device
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype used on ``device``: bf16 on CUDA GPUs that support it, else fp16; None on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_context(device: torch.device) -> ContextManager:
+    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op context elsewhere.
+
+    fp16 needs a gradient scaler when training (``torch.amp.GradScaler``); bf16 does not.
+    """
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's, NumPy's and torch's global generators (CPU and CUDA); returns a CPU ``torch.Generator``.
+
+    Prefer passing explicit generators (``np.random.default_rng(seed)``, the returned one) to random calls;
+    this also makes code that uses the global generators (layer initialisation) reproducible.
+    """
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
