@@ -13,7 +13,7 @@ import click
 from cell.errors import USER_ERRORS
 
 #: Modules of :mod:`cell.commands`; each defines ``command`` (a click command or group).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("check", "capture", "dataset", "calibrate", "label", "train", "evaluate", "inspect", "demo")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

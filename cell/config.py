@@ -42,10 +42,28 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(source: str, exc: ValidationError) -> str:
-    """One line naming the source, the first failing key and its value."""
+def _key_path(loc: tuple[Any, ...], data: Any) -> str:
+    """The dotted key path of an error location as the user wrote it: union tags that pydantic inserts
+    (e.g. the ``sim`` of ``camera.sim.colour``) are not keys of the data and are dropped."""
+    parts: list[str] = []
+    current = data
+    for index, item in enumerate(loc):
+        last = index == len(loc) - 1
+        if isinstance(current, dict) and item in current:
+            current = current[item]
+        elif isinstance(current, list) and isinstance(item, int) and 0 <= item < len(current):
+            current = current[item]
+        elif isinstance(current, dict) and not last:
+            continue  # a tag of a discriminated union, not a key the user wrote
+        parts.append(str(item))
+    return ".".join(parts)
+
+
+def format_validation_error(source: str, exc: ValidationError, data: Any = None) -> str:
+    """One line naming the source, the first failing key (as written in ``data``) and its value."""
     err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    key = (_key_path(tuple(err["loc"]), data) if data is not None else ".".join(str(p) for p in err["loc"]))
+    key = key or "<top level>"
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}'"
     if err["type"] == "missing":
@@ -59,7 +77,7 @@ def validate_mapping(source: str, data: dict[str, Any], model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigFileError(format_validation_error(source, exc)) from None
+        raise ConfigFileError(format_validation_error(source, exc, data)) from None
 
 
 def load_config(path: str | Path, model: type[M]) -> M:

@@ -10,13 +10,14 @@ missing (with the same cell and campaign settings; ``--parts`` may grow).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+import sys
+from typing import Any, Callable, Optional
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from acquisition.errors import StoreError
+from acquisition.errors import RobotError, StoreError
 from acquisition.store import CaptureStore
 from cell.campaign import CampaignSummary, RichCampaignProgress, run_campaign
 from cell.cell_factory import Cell, CampaignFile, load_campaign_file, load_cell
@@ -37,6 +38,31 @@ def campaign_identity(cell: Cell, campaign_file: CampaignFile) -> dict[str, Any]
         "plan": campaign_file.plan.model_dump(mode="json"),
         "geometry": cell.describe(),
     }
+
+
+def operator_recovery(console: Console, robot: Any) -> Optional[Callable[[RobotError, str, str], bool]]:
+    """On a real cell run interactively: a robot fault pauses the campaign and asks the operator to clear its
+    cause; Enter recovers the robot (unlock, restart the control script) and retries the pose, 'q' stops the
+    campaign (resume later with --resume). Unattended (no terminal): None, so a fault stops the campaign."""
+    if not sys.stdin.isatty():
+        return None
+
+    def on_fault(error: RobotError, part_id: str, pose_id: str) -> bool:
+        console.print(f"[yellow]paused[/] at part {part_id} pose {pose_id}: {type(error).__name__}: {error}")
+        while True:
+            answer = click.prompt("clear the cause, then Enter to recover and continue, or q to stop",
+                                  default="", show_default=False, err=True)
+            if answer.strip().lower() == "q":
+                return False
+            try:
+                robot.recover()
+            except RobotError as exc:
+                console.print(f"[red]recovery failed:[/] {exc}")
+                continue
+            console.print("[green]recovered[/]: retrying the pose")
+            return True
+
+    return on_fault
 
 
 def _summary_table(summary: dict[str, Any]) -> Table:
@@ -73,6 +99,8 @@ def _summary_table(summary: dict[str, Any]) -> Table:
 @click.option("--resume", is_flag=True, help="continue an interrupted campaign: capture only what is missing")
 @click.option("--defect-rate", type=float, default=None, help="share of defective simulated parts, 0..1")
 @click.option("--seed", type=int, default=None, help="override the cell's seed")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help="calibration file in force (overrides the cell file's 'calibration:'); its id is recorded")
 def command(
     cell_path: Path,
     campaign_path: Path,
@@ -82,9 +110,10 @@ def command(
     resume: bool,
     defect_rate: Optional[float],
     seed: Optional[int],
+    calibration: Optional[Path],
 ) -> None:
     """Run a capture campaign: move through the pose plan over PARTS parts and store every frame."""
-    cell = load_cell(cell_path, seed=seed, defect_rate=defect_rate)
+    cell = load_cell(cell_path, seed=seed, defect_rate=defect_rate, calibration=calibration)
     campaign_file = load_campaign_file(campaign_path)
     name = name or campaign_path.stem
     plan = cell.plan(campaign_file.plan)
@@ -108,6 +137,8 @@ def command(
                 capture_timeout_s=cell.config.capture.timeout_s,
                 progress=RichCampaignProgress(progress_console),
                 sim_clock=cell.clock.now if cell.clock is not None else None,
+                calibration_id=cell.calibration_id,
+                on_robot_fault=operator_recovery(progress_console, cell.robot) if cell.scene is None else None,
             )
             data = summary.to_dict()
         except CampaignError as exc:

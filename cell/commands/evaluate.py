@@ -1,0 +1,45 @@
+"""``cell eval``: score a test split once; write metrics.json, scores.csv, roc.png and report.html.
+
+    cell eval --model models/simplenet --data DATASET --out reports/simplenet [--campaign NAME ...]
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cell.evaluation import evaluate_model
+from cell.progress import progress_callback
+
+
+def _f(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+@click.command(name="eval")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True, help="model directory")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="capture store or MVTec-layout folder (its test/ side is used)")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="report folder to write")
+@click.option("--campaign", "campaigns", multiple=True, help="only these campaigns of a capture store")
+def command(model_dir: Path, data: Path, out: Path, campaigns: tuple[str, ...]) -> None:
+    """Evaluate a trained model on a labelled test split (no model selection, scored once)."""
+    console = Console(stderr=True)
+    with progress_callback("scoring", console) as progress:
+        metrics = evaluate_model(model_dir, data, out, campaigns=campaigns or None, progress=progress)
+    table = Table(title=f"evaluation of {model_dir.name}")
+    for column in ("subset", "images", "image AUROC", "pixel AUROC", "AUPRO", "PG0", "F1-max"):
+        table.add_column(column, justify="right")
+    rows = [("all", metrics)] + sorted(metrics.get("per_defect_type", {}).items())
+    for name, m in rows:
+        table.add_row(name, str(m["n_images"]), _f(m["image_auroc"]), _f(m.get("pixel_auroc")),
+                      _f(m.get("aupro")), _f(m["pg0"]), _f(m["f1_max"]))
+    Console().print(table)
+    at = metrics["at_threshold"]
+    console.print(
+        f"at the model threshold {metrics['threshold']['value']:.5g}: {at['missed_defects']} missed defects, "
+        f"{at['false_alarms']} false alarms; report: {out / 'report.html'}"
+    )

@@ -1,0 +1,62 @@
+"""``cell train``: train a detector on a capture store or an MVTec-layout folder; write a model directory.
+
+    cell train --detector configs/detectors/simplenet.yaml --data DATASET --out models/simplenet \\
+               [--campaign NAME ...] [--set key=value ...] [--device auto|cpu|cuda] [--force]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+
+from cell.errors import CellError
+from cell.progress import progress_callback
+from cell.training import train_model
+
+
+def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` strings -> dict; values are read as YAML scalars (``epochs=2`` is an int)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CellError(f"--set {pair!r}: expected key=value")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise CellError(f"--set {pair!r}: the value is not a valid YAML scalar") from None
+    return overrides
+
+
+@click.command(name="train")
+@click.option("--detector", "detector_config", type=click.Path(path_type=Path), required=True,
+              help="detector config YAML (configs/detectors/<method>.yaml)")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="capture store or MVTec-layout folder (its train/good side is used)")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="model directory to write")
+@click.option("--campaign", "campaigns", multiple=True, help="only these campaigns of a capture store")
+@click.option("--set", "overrides", multiple=True, help="override a detector config key: key=value")
+@click.option("--device", default=None, help="auto (CUDA when present), cpu or cuda")
+@click.option("--force", is_flag=True, help="replace an existing model directory")
+def command(detector_config: Path, data: Path, out: Path, campaigns: tuple[str, ...], overrides: tuple[str, ...],
+            device: str | None, force: bool) -> None:
+    """Train a detector on good parts and choose its threshold on held-out training-side data."""
+    console = Console(stderr=True)
+    values = parse_overrides(overrides)
+    if device is not None:
+        values["device"] = device
+    with progress_callback("training", console) as progress:
+        summary = train_model(
+            detector_config, data, out, campaigns=campaigns or None, overrides=values, force=force,
+            progress=progress, log=lambda m: console.print(f"[dim]{m}"),
+        )
+    threshold = summary["threshold"]
+    console.print(
+        f"[green]trained[/] {summary['method']} on {summary['train_images']} images "
+        f"({summary['train_inputs']} inputs) in {summary['train_seconds']:.1f} s; "
+        f"threshold {threshold['value']:.5g} ({threshold['policy']})"
+    )
+    click.echo(str(out))

@@ -1,0 +1,183 @@
+"""``cell eval``: score a test split once and write metrics (JSON, CSV) and an HTML report.
+
+The test split is an MVTec folder's ``test/`` or the labelled captures of a capture store (optionally some
+campaigns). Nothing here feeds back into training or the threshold: the model directory's threshold is
+applied as it is, and PG0 reports the threshold the test data would have needed (for information only).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from cell.datasets import LabelledImage, open_images
+from cell.errors import CellError
+from cell.model_input import InputSpec, score_capture, working_mask
+from cell.overlays import heatmap_overlay, write_png
+from cell.report import write_eval_report
+from cell.training import load_threshold
+from detectors.metrics import evaluate
+from detectors.model_io import load_detector
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ScoredImage:
+    item: LabelledImage
+    score: float
+    eval_map: np.ndarray  # (h, w) float32 at the working resolution (pixel metrics)
+    eval_mask: np.ndarray  # (h, w) bool at the working resolution
+
+
+def _working_size_map(anomaly_map: np.ndarray, mask_shape: tuple[int, int]) -> np.ndarray:
+    h, w = mask_shape
+    if anomaly_map.shape == (h, w):
+        return anomaly_map
+    return cv2.resize(anomaly_map, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    campaigns: Optional[Sequence[str]] = None,
+    n_overlays: int = 6,
+    progress: Optional[Progress] = None,
+) -> dict[str, Any]:
+    """Score the test split of ``data`` with the model in ``model_dir``; write ``out``/metrics.json,
+    scores.csv, roc.png, overlays/*.png and report.html. Returns the metrics dict."""
+    model_dir, out = Path(model_dir), Path(out)
+    detector = load_detector(model_dir)
+    spec = InputSpec.load(model_dir)
+    threshold = load_threshold(model_dir)
+    image_size = int(detector.config.image_size)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    scored: list[ScoredImage] = []
+    with open_images(data, "test", campaigns) as items:
+        if not items:
+            raise CellError(f"{data}: no labelled test images")
+        for index, item in enumerate(items):
+            pixels = item.load()
+            score, full_map = score_capture(detector, pixels, spec)
+            mask = item.load_mask()
+            if mask is None:
+                mask = np.zeros(pixels.shape[:2], dtype=bool)
+            if mask.shape != pixels.shape[:2]:
+                raise CellError(f"{item.source}: mask {mask.shape} does not match image {pixels.shape[:2]}")
+            eval_mask = working_mask(mask, spec, image_size)
+            scored.append(ScoredImage(item, score, _working_size_map(full_map, eval_mask.shape), eval_mask))
+            if progress:
+                progress(index + 1, len(items), item.source)
+        seconds = time.perf_counter() - started
+        scores = np.array([s.score for s in scored])
+        labels = np.array([s.item.label for s in scored])
+        if len(set(labels.tolist())) < 2:
+            raise CellError(f"{data}: the test split needs both good and defective images (found only label {labels[0]})")
+        metrics = _metrics(scored, scores, labels)
+        verdicts = threshold.is_anomalous(scores)
+        metrics["threshold"] = threshold.to_dict()
+        metrics["at_threshold"] = _confusion(labels, verdicts)
+        metrics["model_dir"] = str(model_dir.resolve())
+        metrics["data"] = str(Path(data).resolve())
+        metrics["seconds_per_image"] = seconds / len(scored)
+        overlays = _write_overlays(scored, threshold.value, out / "overlays", n_overlays)
+    _write_scores_csv(out / "scores.csv", scored, verdicts)
+    _write_roc(out / "roc.png", scores, labels, threshold.value)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+    write_eval_report(out / "report.html", metrics, overlays)
+    return metrics
+
+
+def _metrics(scored: list[ScoredImage], scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    shapes = {s.eval_map.shape for s in scored}
+    if len(shapes) == 1:
+        maps = np.stack([s.eval_map for s in scored])
+        masks = np.stack([s.eval_mask for s in scored])
+    else:  # images of different sizes: bring all to the most common working size for pixel metrics
+        target = max(shapes, key=lambda shape: sum(s.eval_map.shape == shape for s in scored))
+        maps = np.stack([_working_size_map(s.eval_map, target) for s in scored])
+        masks = np.stack(
+            [cv2.resize(s.eval_mask.astype(np.uint8), target[::-1], interpolation=cv2.INTER_NEAREST) > 0 for s in scored]
+        )
+    return evaluate(scores, labels, maps, masks, defect_types=[s.item.defect_type for s in scored])
+
+
+def _confusion(labels: np.ndarray, verdicts: np.ndarray) -> dict[str, Any]:
+    tp = int(np.sum(verdicts & (labels == 1)))
+    fn = int(np.sum(~verdicts & (labels == 1)))
+    fp = int(np.sum(verdicts & (labels == 0)))
+    tn = int(np.sum(~verdicts & (labels == 0)))
+    return {
+        "true_nok": tp,
+        "missed_defects": fn,
+        "false_alarms": fp,
+        "true_ok": tn,
+        "good_pass_rate": tn / max(tn + fp, 1),
+        "defect_catch_rate": tp / max(tp + fn, 1),
+    }
+
+
+def _write_scores_csv(path: Path, scored: list[ScoredImage], verdicts: np.ndarray) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source", "label", "defect_type", "score", "verdict"])
+        for s, nok in zip(scored, verdicts):
+            writer.writerow([s.item.source, s.item.label, s.item.defect_type, f"{s.score:.6g}", "NOK" if nok else "OK"])
+
+
+def _write_roc(path: Path, scores: np.ndarray, labels: np.ndarray, threshold: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    op_fpr = float(np.mean(scores[labels == 0] > threshold))
+    op_tpr = float(np.mean(scores[labels == 1] > threshold))
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot(fpr, tpr, lw=2, label=f"image ROC (AUROC {roc_auc_score(labels, scores):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax.scatter([op_fpr], [op_tpr], c="red", zorder=3, label=f"model threshold {threshold:.4g}")
+    ax.set_xlabel("false alarm rate (good parts rejected)")
+    ax.set_ylabel("defect catch rate")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _write_overlays(scored: list[ScoredImage], threshold: float, folder: Path, n: int) -> dict[str, list[dict]]:
+    """Heatmaps of the worst misses (defective, lowest scores) and false alarms (good, highest scores)."""
+    defective = sorted((s for s in scored if s.item.label == 1), key=lambda s: s.score)[:n]
+    good = sorted((s for s in scored if s.item.label == 0), key=lambda s: -s.score)[:n]
+    # one colour scale for every overlay: from the lowest map value to the highest image score
+    vmin = float(min(np.min(s.eval_map) for s in scored))
+    vmax = float(max(s.score for s in scored))
+    result: dict[str, list[dict]] = {"worst_misses": [], "false_alarms": []}
+    for key, group in (("worst_misses", defective), ("false_alarms", good)):
+        for rank, s in enumerate(group):
+            pixels = s.item.load()
+            mask = s.item.load_mask()
+            amap = cv2.resize(s.eval_map, (pixels.shape[1], pixels.shape[0]), interpolation=cv2.INTER_LINEAR)
+            name = f"{key}_{rank:02d}.png"
+            write_png(folder / name, heatmap_overlay(pixels, amap, mask, vmin=vmin, vmax=vmax))
+            result[key].append(
+                {
+                    "file": f"overlays/{name}",
+                    "source": s.item.source,
+                    "defect_type": s.item.defect_type,
+                    "score": s.score,
+                    "verdict": "NOK" if s.score > threshold else "OK",
+                }
+            )
+    return result

@@ -1,0 +1,219 @@
+"""``cell train``: fit a detector on the training side of a dataset and write a model directory.
+
+The model directory holds::
+
+    config.yaml       method + detector config          (detectors.model_io)
+    weights.pt        plain state dict                   (detectors.model_io)
+    input.json        how captures become inputs         (cell.model_input.InputSpec)
+    threshold.json    decision threshold, policy, validation statistics
+    provenance.json   data source, every training/validation image with its hash, seed, split
+    training.json     training statistics (losses, time, device)
+
+The threshold is chosen only on data carved from the TRAINING side: held-out good parts and, when the
+training data has labelled defective captures, those (policy ``zero_miss``); never on a test split.
+The directory is written under a temporary name and renamed at the end: an interrupted run leaves no
+half-written model.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+import detectors
+from cell.config import read_yaml_mapping, validate_mapping
+from cell.datasets import LabelledImage, is_capture_store, open_images, split_by_part
+from cell.errors import CellError, ConfigFileError
+from cell.model_input import InputSpec, score_capture, training_tiles, working_image
+from detectors.imagesets import InMemoryImageSet
+from detectors.registry import validate_config
+from detectors.thresholds import ThresholdDecision, choose_threshold
+
+Progress = Callable[[int, int, str], None]
+
+
+class ThresholdConfig(BaseModel):
+    """How the decision threshold is chosen (on training-side data only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["auto", "good_quantile", "zero_miss", "manual"] = "auto"
+    quantile: float = Field(0.99, gt=0.0, le=1.0)
+    manual: Optional[float] = None
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of good parts held out")
+
+
+class TrainConfig(BaseModel):
+    """A detector config file (configs/detectors/<method>.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    input: Optional[InputSpec] = None
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+
+
+def load_train_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
+    """Read a detector config file; ``overrides`` update its ``config`` section. The detector config is
+    validated here, so an unknown key or bad value names the file."""
+    data = read_yaml_mapping(path)
+    train_config = validate_mapping(str(path), data, TrainConfig)
+    if overrides:
+        train_config.config.update(overrides)
+    try:
+        validate_config(train_config.method, train_config.config)
+    except detectors.DetectorError as exc:
+        raise ConfigFileError(f"{path}: {exc}") from None
+    return train_config
+
+
+def _default_input(data: Path) -> InputSpec:
+    return InputSpec(mode="tile") if is_capture_store(data) else InputSpec(mode="resize")
+
+
+def _inputs_for_fit(items: Sequence[LabelledImage], spec: InputSpec, image_size: int) -> InMemoryImageSet:
+    images, sources = [], []
+    for item in items:
+        image = working_image(item.load(), spec, image_size)
+        if spec.mode == "tile":
+            tiles = training_tiles(image, image_size, spec.overlap)
+            images.extend(tiles)
+            sources.extend(f"{item.source}#tile{k}" for k in range(len(tiles)))
+        else:
+            images.append(image)
+            sources.append(item.source)
+    return InMemoryImageSet(images, sources=sources)
+
+
+def _score_items(detector: Any, items: Sequence[LabelledImage], spec: InputSpec) -> np.ndarray:
+    return np.array([score_capture(detector, item.load(), spec)[0] for item in items], dtype=np.float64)
+
+
+def train_model(
+    config_path: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    campaigns: Optional[Sequence[str]] = None,
+    overrides: Optional[dict[str, Any]] = None,
+    force: bool = False,
+    progress: Optional[Progress] = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Train the detector described by ``config_path`` on ``data`` and write the model directory ``out``.
+
+    Returns a summary dict (also written to ``training.json``).
+    """
+    data, out = Path(data), Path(out)
+    train_config = load_train_config(config_path, overrides)
+    if out.exists() and not force:
+        raise CellError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    spec = train_config.input or _default_input(data)
+    detector = detectors.create(train_config.method, **train_config.config)
+    image_size = int(detector.config.image_size)
+    seed = int(getattr(detector.config, "seed", 0))
+    threshold_config = train_config.threshold
+
+    with open_images(data, "train", campaigns) as items:
+        good = [i for i in items if i.label == 0 and i.part_label in (None, "good")]
+        defects = [i for i in items if i.label == 1]
+        if not good:
+            raise CellError(f"{data}: no good images on the training side to train on")
+        fit_items, holdout = split_by_part(good, threshold_config.holdout_fraction, seed)
+        log(
+            f"training {train_config.method} on {len(fit_items)} good images "
+            f"({len(holdout)} held out for the threshold, {len(defects)} labelled defects for validation)"
+        )
+        train_set = _inputs_for_fit(fit_items, spec, image_size)
+        started = time.perf_counter()
+        stats = detector.fit(train_set, progress=progress)
+        train_seconds = time.perf_counter() - started
+        log("scoring held-out good images and validation defects for the threshold")
+        good_scores = _score_items(detector, holdout, spec)
+        defect_scores = _score_items(detector, defects, spec)
+        decision = _decide(threshold_config, good_scores, defect_scores)
+        provenance = {
+            "data": str(data.resolve()),
+            "campaigns": list(campaigns or []),
+            "seed": seed,
+            "method": train_config.method,
+            "train": [_provenance(i) for i in fit_items],
+            "threshold_holdout_good": [_provenance(i) for i in holdout],
+            "threshold_validation_defects": [_provenance(i) for i in defects],
+        }
+
+    summary = {
+        "method": train_config.method,
+        "train_images": len(fit_items),
+        "train_inputs": len(train_set),
+        "train_seconds": round(train_seconds, 3),
+        "threshold": decision.to_dict(),
+        "fit_stats": _jsonable(stats),
+    }
+    _write_model_dir(detector, out, spec, decision, provenance, summary, force)
+    return summary
+
+
+def _decide(config: ThresholdConfig, good_scores: np.ndarray, defect_scores: np.ndarray) -> ThresholdDecision:
+    policy = config.policy
+    if policy == "auto":
+        policy = "zero_miss" if defect_scores.size else "good_quantile"
+    if policy == "manual" and config.manual is None:
+        raise CellError("threshold policy 'manual' needs threshold.manual (or --threshold VALUE)")
+    if policy == "zero_miss" and not defect_scores.size:
+        raise CellError("threshold policy 'zero_miss' needs labelled defective captures on the training side")
+    return choose_threshold(
+        policy,
+        good_scores,
+        defect_scores if defect_scores.size else None,
+        quantile=config.quantile,
+        manual=config.manual,
+    )
+
+
+def _provenance(item: LabelledImage) -> dict[str, Any]:
+    return {"source": item.source, "sha256": item.file_sha256(), "label": item.label}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def _write_model_dir(
+    detector: Any,
+    out: Path,
+    spec: InputSpec,
+    decision: ThresholdDecision,
+    provenance: dict[str, Any],
+    summary: dict[str, Any],
+    force: bool,
+) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    detector.save(staging)
+    spec.save(staging)
+    (staging / "threshold.json").write_text(json.dumps(decision.to_dict(), indent=2), encoding="utf-8")
+    (staging / "provenance.json").write_text(json.dumps(provenance, indent=2), encoding="utf-8")
+    (staging / "training.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if out.exists() and force:
+        shutil.rmtree(out)
+    staging.rename(out)
+
+
+def load_threshold(model_dir: str | Path) -> ThresholdDecision:
+    """The decision threshold of a model directory written by :func:`train_model`."""
+    path = Path(model_dir) / "threshold.json"
+    if not path.is_file():
+        raise CellError(f"{path}: missing; train the model with `cell train` (or give --threshold)")
+    try:
+        return ThresholdDecision.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as exc:
+        raise CellError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None

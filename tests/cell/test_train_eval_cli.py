@@ -1,0 +1,93 @@
+"""`cell train` and `cell eval` end to end on a small synthetic MVTec-layout folder (CPU, seconds)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from cell.cli import main
+from detectors.simplenet.detector import SimpleNet
+from tests.cell.mvtec_fixture import make_mvtec_folder, write_detector_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_eval")
+    data = make_mvtec_folder(root / "synthetic")
+    config = write_detector_config(root / "simplenet.yaml", "simplenet", SimpleNet.smoke_config,
+                                   threshold={"policy": "auto", "holdout_fraction": 0.3})
+    model = root / "model"
+    assert main(["train", "--detector", str(config), "--data", str(data), "--out", str(model)]) == 0
+    return root, data, config, model
+
+
+def test_train_writes_a_complete_model_directory(trained):
+    _, data, _, model = trained
+    for name in ("config.yaml", "weights.pt", "input.json", "threshold.json", "provenance.json", "training.json"):
+        assert (model / name).is_file(), name
+    threshold = json.loads((model / "threshold.json").read_text())
+    assert threshold["policy"] == "good_quantile"  # an MVTec train side has no labelled defects
+    provenance = json.loads((model / "provenance.json").read_text())
+    trained_on = {p["source"] for p in provenance["train"]}
+    held_out = {p["source"] for p in provenance["threshold_holdout_good"]}
+    assert trained_on and held_out and not trained_on & held_out
+    assert all(s.startswith("synthetic/train/good/") for s in trained_on | held_out)  # never the test split
+    assert all(len(p["sha256"]) == 64 for p in provenance["train"])
+    assert provenance["seed"] == 0
+
+
+def test_eval_writes_metrics_report_and_scores_defects_higher(trained):
+    root, data, _, model = trained
+    report = root / "report"
+    assert main(["eval", "--model", str(model), "--data", str(data), "--out", str(report)]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["n_good"] == 4 and metrics["n_defective"] == 4
+    assert metrics["image_auroc"] >= 0.75
+    assert 0.0 <= metrics["pg0"] <= 1.0 and "blob" in metrics["per_defect_type"]
+    html = (report / "report.html").read_text()
+    assert "roc.png" in html and "overlays/worst_misses_00.png" in html
+    assert (report / "roc.png").stat().st_size > 1000
+    assert (report / "scores.csv").read_text().count("\n") == 9
+
+
+def test_existing_model_directory_is_not_overwritten(trained, capsys):
+    _, data, config, model = trained
+    before = (model / "weights.pt").read_bytes()
+    assert main(["train", "--detector", str(config), "--data", str(data), "--out", str(model)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (model / "weights.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "method, config, expected",
+    [
+        ("nosuchnet", {}, "unknown detector 'nosuchnet'"),
+        ("simplenet", {"imagesize": 64}, "unknown config key 'imagesize'"),
+        ("simplenet", {"image_size": "big"}, "'image_size' = 'big'"),
+    ],
+)
+def test_bad_detector_config_is_one_line_naming_file_and_key(tmp_path, capsys, method, config, expected):
+    data = make_mvtec_folder(tmp_path / "d", n_train=3, n_test_good=1, n_test_defect=1)
+    path = write_detector_config(tmp_path / "bad.yaml", method, config)
+    assert main(["train", "--detector", str(path), "--data", str(data), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and str(path) in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_corrupted_weights_are_refused_by_eval(trained, tmp_path, capsys):
+    root, data, _, model = trained
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(model, broken)
+    (broken / "weights.pt").write_bytes(b"not a torch file")
+    assert main(["eval", "--model", str(broken), "--data", str(data), "--out", str(tmp_path / "r")]) == 2
+    assert "weights.pt" in capsys.readouterr().err
+
+
+def test_empty_training_set_is_a_clear_error(tmp_path, capsys):
+    data = tmp_path / "empty"
+    (data / "train" / "good").mkdir(parents=True)
+    config = write_detector_config(tmp_path / "c.yaml", "simplenet", SimpleNet.smoke_config)
+    assert main(["train", "--detector", str(config), "--data", str(data), "--out", str(tmp_path / "m")]) == 2
+    assert "no images found" in capsys.readouterr().err
