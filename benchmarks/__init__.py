@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that time and score the project on real data (results under benchmarks/results/)."""

@@ -1,0 +1,162 @@
+"""SimpleNet's networks: feature aggregator, adaptor, anomalous feature generator, discriminator, loss.
+
+SimpleNet (Liu et al., CVPR 2023) scores image patches with a small discriminator trained to separate
+adapted backbone features of good images from the same features plus Gaussian noise. The pieces here are
+plain ``torch.nn`` modules and functions; the training loop and the Detector glue live in
+:mod:`detectors.simplenet.detector`.
+
+Shapes: B images, L backbone layers, h x w the patch grid of the first (finest) layer, N = B*h*w patch
+features, D the feature dimension (``target_dim``).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FeatureAggregator(nn.Module):
+    """PatchCore-style local features from several backbone layers (no learned parameters).
+
+    For each layer: every 3x3 neighbourhood (``patch_size``, stride 1, zero padding) is unfolded into a
+    ``C * patch_size**2`` vector; coarser layers are bilinearly upsampled (on the unfolded maps) to the
+    grid of the first layer; each layer's vector is adaptive-average-pooled to ``pretrain_dim``; the L
+    pooled vectors are concatenated and adaptive-average-pooled to ``target_dim``.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        pretrain_dim: int = 1536,
+        target_dim: int = 1536,
+        patch_size: int = 3,
+    ) -> None:
+        super().__init__()
+        if not in_channels:
+            raise ValueError("FeatureAggregator needs at least one layer")
+        if patch_size < 1 or patch_size % 2 == 0:
+            raise ValueError(f"patch_size must be odd and >= 1, got {patch_size}")
+        self.in_channels = list(in_channels)
+        self.pretrain_dim = int(pretrain_dim)
+        self.target_dim = int(target_dim)
+        self.patch_size = int(patch_size)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``features``: L tensors (B, C_l, h_l, w_l), the first the finest -> (B, h, w, target_dim)."""
+        if len(features) != len(self.in_channels):
+            raise ValueError(f"expected {len(self.in_channels)} feature maps, got {len(features)}")
+        k = self.patch_size
+        b, _, h, w = features[0].shape
+        pooled = []
+        for feat in features:
+            feat = feat.float()
+            _, c, hl, wl = feat.shape
+            patches = F.unfold(feat, kernel_size=k, padding=k // 2, stride=1)  # (B, C*k*k, hl*wl)
+            patches = patches.reshape(b, c * k * k, hl, wl)
+            if (hl, wl) != (h, w):
+                patches = F.interpolate(patches, size=(h, w), mode="bilinear", align_corners=False)
+            vectors = patches.permute(0, 2, 3, 1).reshape(b * h * w, 1, c * k * k)
+            pooled.append(F.adaptive_avg_pool1d(vectors, self.pretrain_dim))  # (N, 1, P)
+        stacked = torch.cat(pooled, dim=2)  # (N, 1, L*P)
+        out = F.adaptive_avg_pool1d(stacked, self.target_dim)  # (N, 1, D)
+        return out.reshape(b, h, w, self.target_dim)
+
+
+def _xavier_init(module: nn.Module) -> None:
+    """Xavier-normal init of every Linear weight (the reference code's choice); biases keep torch defaults."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+
+
+class Adaptor(nn.Module):
+    """Feature adaptor: one Linear D -> D, no activation. (N, D) -> (N, D)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        _xavier_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class Discriminator(nn.Module):
+    """Linear(D, hidden) - BatchNorm1d - LeakyReLU(0.2) - Linear(hidden, 1, no bias). (N, D) -> (N,).
+
+    Output > 0 means "normal"; the anomaly score of a patch is ``-D(feature)``.
+    """
+
+    def __init__(self, dim: int, hidden: int = 1024) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.LeakyReLU(0.2),
+        )
+        self.tail = nn.Linear(hidden, 1, bias=False)
+        _xavier_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.body(x)).squeeze(-1)
+
+
+class AnomalousFeatureGenerator:
+    """Adds i.i.d. Gaussian noise N(0, std^2) to every feature (no mask), drawn from ``generator``."""
+
+    def __init__(self, std: float, generator: torch.Generator) -> None:
+        if std <= 0:
+            raise ValueError(f"noise std must be > 0, got {std}")
+        self.std = float(std)
+        self.generator = generator
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, D) features + noise (same dtype and device as the generator's draws allow)."""
+        noise = torch.randn(
+            features.shape, generator=self.generator, device=self.generator.device, dtype=torch.float32
+        )
+        return features + (noise * self.std).to(device=features.device, dtype=features.dtype)
+
+
+def truncated_l1_loss(
+    normal_scores: torch.Tensor, anomalous_scores: torch.Tensor, margin: float = 0.5
+) -> torch.Tensor:
+    """SimpleNet's truncated L1 loss (scalar).
+
+    ``mean(relu(margin - D(normal))) + mean(relu(margin + D(anomalous)))``: normal features are pushed
+    above +margin, anomalous ones below -margin; the reference code uses the same margin (th = 0.5) for both.
+    """
+    normal_term = torch.clamp(margin - normal_scores.float(), min=0).mean()
+    anomalous_term = torch.clamp(margin + anomalous_scores.float(), min=0).mean()
+    return normal_term + anomalous_term
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Normalised 1-D Gaussian kernel (2*ceil(truncate*sigma)+1,), like scipy.ndimage.gaussian_filter."""
+    radius = max(int(truncate * sigma + 0.5), 1)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, H, W) maps; sigma in pixels; kernel radius round(4 sigma) like scipy.
+
+    Borders use torch's "reflect" padding (scipy's "mirror" mode; the reference's scipy default, "reflect",
+    repeats the edge pixel once more: a sub-pixel difference at the border only).
+    """
+    if sigma <= 0:
+        return maps
+    kernel = gaussian_kernel1d(sigma).to(device=maps.device, dtype=maps.dtype)
+    r = kernel.numel() // 2
+    x = maps.unsqueeze(1)
+    _, _, h, w = x.shape
+    # reflect padding needs pad < size; fall back to replicate for tiny maps.
+    mode = "reflect" if r < min(h, w) else "replicate"
+    x = F.pad(x, (r, r, 0, 0), mode=mode)
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, r, r), mode=mode)
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x.squeeze(1)
