@@ -413,18 +413,37 @@ def _capture_pose(
         summary.stopped_at = None
         return "failed"
 
+    store_frame(store, campaign, part_id, planned, frame, commanded, actual, joints, calibration_id=calibration_id)
+    summary.captures_new += 1
+    if frame.extra.get("sim_mask") is not None:
+        summary.masks_stored += 1
+    summary.stopped_at = None
+    return "captured"
+
+
+def store_frame(
+    store: CaptureStore,
+    campaign: str,
+    part_id: str,
+    planned: PlannedPoseLike,
+    frame: Frame,
+    commanded: np.ndarray,
+    actual: np.ndarray,
+    joints: np.ndarray,
+    *,
+    calibration_id: Optional[str] = None,
+    extra_meta: Optional[Mapping[str, Any]] = None,
+) -> Any:
+    """Store one frame with its pose metadata, and the simulation's exact mask when the frame carries one
+    (in the same transaction). Shared by capture campaigns and the inspection loop."""
     sim_mask = frame.extra.get("sim_mask")
     mask_kwargs: dict[str, Any] = {}
     if sim_mask is not None:
         mask_kwargs = {"mask": np.asarray(sim_mask, dtype=bool),
                        "defect_type": _sim_defect_type(frame), "mask_source": "sim"}
-    store.add_capture(
-        campaign, part_id, pose_id, frame, commanded, actual, joints,
-        {"shot": getattr(planned, "shot", None), "grid_index": list(getattr(planned, "grid_index", ()) or ())},
+    meta = {"shot": getattr(planned, "shot", None), "grid_index": list(getattr(planned, "grid_index", ()) or ())}
+    meta.update(extra_meta or {})
+    return store.add_capture(
+        campaign, part_id, planned.pose_id, frame, commanded, actual, joints, meta,
         calibration_id=calibration_id, **mask_kwargs,
     )
-    summary.captures_new += 1
-    if sim_mask is not None:
-        summary.masks_stored += 1
-    summary.stopped_at = None
-    return "captured"

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from acquisition.errors import CameraError, CameraTimeout, RobotError
 from acquisition.store import CaptureStore
-from cell.campaign import apply_truth, part_ids
+from cell.campaign import apply_truth, part_ids, store_frame
 from cell.errors import CampaignError
 from cell.line_signal import LineSignal, NoSignal
 from cell.model_input import InputSpec, score_capture
@@ -106,6 +106,7 @@ def inspect_part(
     config: InspectConfig,
     truth: Optional[str] = None,
     model_dir: Optional[Path] = None,
+    calibration_id: Optional[str] = None,
 ) -> PartResult:
     """Inspect one part already on the table; records the capture rows, the heatmaps and the inspection row."""
     started = time.perf_counter()
@@ -115,7 +116,8 @@ def inspect_part(
         for planned in plan:
             pose = np.asarray(planned.pose, dtype=float).reshape(6)
             frame, actual, joints = _move_and_capture(robot, camera, pose, speed, accel, config)
-            store.add_capture(campaign, part_id, planned.pose_id, frame, pose, actual, joints, {"inspection": True})
+            store_frame(store, campaign, part_id, planned, frame, pose, actual, joints,
+                        calibration_id=calibration_id, extra_meta={"inspection": True})
             score, anomaly_map = score_capture(detector, frame.pixels, spec)
             result.pose_scores[planned.pose_id] = score
             if config.heatmaps != "none":
@@ -184,6 +186,7 @@ def run_inspection(
     on_part: Optional[Callable[[PartResult, int, int], None]] = None,
     model_dir: Optional[Path] = None,
     first_index: int = 1,
+    calibration_id: Optional[str] = None,
 ) -> InspectionSummary:
     """Inspect ``parts`` new parts. ``on_new_part(part_id)`` puts a part on the table (the sim draws one and
     returns its truth; a real cell waits for the operator or the line). ``on_part`` reports each result."""
@@ -192,7 +195,7 @@ def run_inspection(
         envelope.check_motion(speed, accel)
     except RobotError as exc:
         raise CampaignError(f"inspection refused before any motion: {exc}") from exc
-    store.start_campaign(campaign, {"kind": "inspection", "model_dir": str(model_dir)}, None, resume=True)
+    store.start_campaign(campaign, {"kind": "inspection", "model_dir": str(model_dir)}, calibration_id, resume=True)
     summary = InspectionSummary(campaign=campaign)
     consecutive_errors = 0
     ids = part_ids(campaign, parts + first_index - 1)[first_index - 1 :]
@@ -202,7 +205,7 @@ def run_inspection(
         result = inspect_part(
             robot=robot, camera=camera, store=store, plan=plan, speed=speed, accel=accel, campaign=campaign,
             part_id=part_id, detector=detector, spec=spec, threshold=threshold, config=config, truth=truth,
-            model_dir=model_dir,
+            model_dir=model_dir, calibration_id=calibration_id,
         )
         summary.results.append(result)
         signal.emit(result.verdict)

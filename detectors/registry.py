@@ -67,7 +67,7 @@ def create(name: str, **config: Any) -> Detector:
 
 
 _builtin_imported = False
-_BUILTIN_MODULES: tuple[str, ...] = ("detectors.simplenet",)
+_BUILTIN_MODULES: tuple[str, ...] = ("detectors.simplenet", "detectors.cfa", "detectors.glance")
 
 
 def _import_builtin_detectors(importer: Callable[[str], Any] | None = None) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import click
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +48,9 @@ class DemoConfig(BaseModel):
     inspect_defect_rate: float = Field(0.5, ge=0.0, le=1.0)
     sheet_size_m: Optional[tuple[float, float]] = Field(
         None, description="override the cell's sheet size so a small plan covers whole sheets"
+    )
+    detector_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="detector config keys changed for the demo (e.g. a shorter schedule)"
     )
     seed: int = 0
 
@@ -114,7 +117,7 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
     console.rule("2/4 train")
     with progress_callback("training", err) as progress:
         trained = train_model(detector_path, store_path, model_dir, campaigns=["train"],
-                              overrides=parse_overrides(overrides), progress=progress,
+                              overrides={**demo.detector_overrides, **parse_overrides(overrides)}, progress=progress,
                               log=lambda m: err.print(f"[dim]{m}"))
     threshold = trained["threshold"]
     console.print(f"{trained['method']} trained in {trained['train_seconds']:.1f} s; threshold "

@@ -84,6 +84,7 @@ def inspect_on_cell(
             parts=parts, campaign=campaign, detector=detector, spec=spec, threshold=threshold, config=config,
             on_new_part=cell.on_new_part, signal=make_signal(signal_config, cell.robot),
             on_part=lambda r, i, n: print_part_line(console, r, i, n), model_dir=model_dir,
+            calibration_id=cell.calibration_id,
         )
 
 

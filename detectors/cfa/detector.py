@@ -1,0 +1,360 @@
+"""CFA (Lee, Lee & Song 2022, "Coupled-hypersphere-based Feature Adaptation") as a Detector.
+
+Pipeline (B images of S x S pixels; (h, w) = the first backbone layer's grid, T = h*w, C channels, D = phi's):
+
+    images -> frozen backbone layers (default 1, 2, 3: strides 4, 8, 16) -> each 3x3 avg-pool, bilinear to
+    (h, w), concat -> (B, C, h, w) -> phi = 1x1 CoordConv -> (B, D, h, w), D = round(gamma_d * C)
+    memory bank: running mean over the training set of the UNTRAINED phi's (T, D) features, k-means to
+                 round(gamma_c * T) centres when gamma_c < 1 -> (M, D), fixed during training
+    training:    coupled-hypersphere loss (K nearest attracted inside radius r, next J repelled beyond
+                 r^2 + alpha), r an nn.Parameter learned from 1e-5; AdamW(lr 1e-3, wd 5e-4, amsgrad),
+                 fixed number of epochs, batch 4
+    scoring:     softmin-weighted distance of eq. 5 per patch -> (B, h, w) -> bilinear to S x S ->
+                 Gaussian blur sigma 4 -> anomaly map; image score = map maximum
+
+Deviations from the paper and the official code (sungwool/CFA_for_anomaly_localization):
+- Backbone: tf_efficientnet_lite0 with the offline ImageNet weights by default (WRN50-2 in the paper, which
+  needs a download: ``backbone: wide_resnet50_2, pretrained: hub``). Lite0's layers 1-3 give 24+40+112 = 176
+  channels; the paper splits EfficientNet maps into several per scale, here one map per scale is used.
+- Input: the image resized to ``image_size`` (default 256), no 224 centre crop (the cell's captures are tiled,
+  a crop would drop border pixels).
+- Memory bank: the official code's procedure (running mean over the training set, then k-means) rather than
+  the paper's Algorithm 1 (EMA of greedily matched nearest features). k-means is our own Lloyd iteration
+  with k-means++ seeding from the config's seed (the official code uses scikit-learn's KMeans).
+- Training features are extracted once and cached (the backbone is frozen, there is no augmentation).
+- No model selection on the test set: the official code keeps each metric's best of 30 test evaluations;
+  here the fixed schedule's final state is the model.
+- Mixed precision on CUDA for the backbone and phi; distances, loss and scores are computed in float32.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Literal, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from detectors.backbones import FeatureExtractor, create_feature_extractor
+from detectors.base import Detector, Prediction, ProgressCallback
+from detectors.cfa.inputs import TrainImages, check_batch, gaussian_blur
+from detectors.cfa.model import (
+    CoordConvDescriptor,
+    MemoryBankBuilder,
+    coupled_hypersphere_loss,
+    multiscale_patch_features,
+    softmin_score,
+)
+from detectors.device import autocast_context, autocast_dtype, resolve_device
+from detectors.errors import DetectorError
+from detectors.registry import register
+
+
+class CFAConfig(BaseModel):
+    """CFA's configuration; method defaults are the paper's / official code's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = Field("tf_efficientnet_lite0", description="timm model name of the frozen backbone")
+    pretrained: str = Field("offline", description="offline | hub | none | path to a state-dict file")
+    layers: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, description="timm out_indices")
+    image_size: int = Field(256, ge=32, le=4096, description="input side in pixels (images are S x S)")
+    gamma_c: float = Field(1.0, gt=0, le=1, description="memory bank entries = round(gamma_c * h * w)")
+    gamma_d: float = Field(1.0, gt=0, le=1, description="descriptor channels D = round(gamma_d * C)")
+    k: int = Field(3, ge=1, description="K nearest memory features attracted")
+    j: int = Field(3, ge=0, description="J next-nearest memory features repelled (hard negatives)")
+    alpha: float = Field(0.1, ge=0, description="repulsion margin")
+    nu: float = Field(1e-3, gt=0, description="loss scale 1/nu")
+    r_init: float = Field(1e-5, ge=0, description="initial hypersphere radius (learned)")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(4, ge=1, description="images per step (all their patches)")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(5e-4, ge=0, description="AdamW weight decay")
+    amsgrad: bool = True
+    kmeans_iterations: int = Field(30, ge=0, description="Lloyd iterations of the bank compression")
+    blur_sigma: float = Field(4.0, ge=0, description="Gaussian blur of the upsampled map, pixels")
+    cache_features: Literal["auto", "always", "never"] = "auto"
+    cache_limit_mb: float = Field(2048, gt=0, description="auto caches backbone features (float16) within this")
+    inference_batch_size: int = Field(16, ge=1, description="images per backbone pass")
+    mixed_precision: bool = Field(True, description="autocast on CUDA (no effect on CPU)")
+    device: str = "auto"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _neighbours(self) -> "CFAConfig":
+        if self.k + self.j < 1:
+            raise ValueError("k + j must be at least 1")
+        return self
+
+
+@register
+class CFA(Detector):
+    """CFA: a CoordConv patch descriptor adapted with the coupled-hypersphere loss to a compressed bank."""
+
+    name: ClassVar[str] = "cfa"
+    config_class: ClassVar[type[BaseModel]] = CFAConfig
+    smoke_config: ClassVar[dict[str, Any]] = {
+        "image_size": 64,
+        "gamma_c": 0.5,
+        "epochs": 3,
+        "batch_size": 2,
+        "kmeans_iterations": 5,
+        "blur_sigma": 1.0,
+        "device": "cpu",
+    }
+
+    def __init__(self, config: CFAConfig) -> None:
+        super().__init__(config)
+        self.device = resolve_device(config.device)
+        self._backbone: Optional[FeatureExtractor] = None
+        self.descriptor: Optional[CoordConvDescriptor] = None
+        self.r: Optional[nn.Parameter] = None
+        self.bank: Optional[torch.Tensor] = None
+        self._fitted = False
+
+    # ----------------------------------------------------------------------------------------- modules
+    @property
+    def backbone(self) -> FeatureExtractor:
+        """The frozen feature extractor (created on first use; may raise BackboneError)."""
+        if self._backbone is None:
+            cfg = self.config
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)  # only matters for pretrained="none"
+                extractor = create_feature_extractor(cfg.backbone, cfg.layers, pretrained=cfg.pretrained)
+            self._backbone = extractor.to(self.device).eval()
+        return self._backbone
+
+    @property
+    def in_channels(self) -> int:
+        """C: the concatenated backbone channels."""
+        return int(sum(self.backbone.channels))
+
+    @property
+    def out_channels(self) -> int:
+        """D = round(gamma_d * C), at least 1."""
+        return max(1, int(round(self.config.gamma_d * self.in_channels)))
+
+    def _build(self) -> None:
+        """Fresh descriptor (He init from the seed) and radius r = r_init."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.descriptor = CoordConvDescriptor(self.in_channels, self.out_channels).to(self.device)
+        self.r = nn.Parameter(torch.full((1,), float(self.config.r_init), device=self.device))
+
+    def _autocast(self):
+        return autocast_context(self.device if self.config.mixed_precision else torch.device("cpu"))
+
+    # -------------------------------------------------------------------------------------- features
+    @torch.no_grad()
+    def _patch_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> frozen multi-scale patch features (B, C, h, w) float32 on the device."""
+        with self._autocast():
+            maps = self.backbone(images.to(self.device, dtype=torch.float32))
+        return multiscale_patch_features([m.float() for m in maps])
+
+    def _describe(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> phi's (B, D, h, w) float32."""
+        assert self.descriptor is not None
+        with self._autocast():
+            out = self.descriptor(feats.to(self.device, dtype=torch.float32))
+        return out.float()
+
+    # ------------------------------------------------------------------------------------------ fit
+    def fit(
+        self,
+        train: Any,
+        val: Optional[Any] = None,
+        progress: Optional[ProgressCallback] = None,
+    ) -> dict[str, Any]:
+        """Build the memory bank and adapt phi on good images for the fixed schedule.
+
+        ``train``: ImageSet / sequence of Samples / (N, 3, S, S) tensor of good images, S = ``image_size``.
+        ``val`` is only scored after training (statistics of its image scores); it never steers training.
+        Returns ``{"loss": [per epoch], "loss_att", "loss_rep", "r": [per epoch], "bank_size", ...}``.
+        """
+        cfg = self.config
+        t_start = time.perf_counter()
+        images = TrainImages(train, "training", "cfa")
+        n = len(images)
+        report = progress or (lambda done, total, message: None)
+        self._fitted = False
+        self._build()
+        assert self.descriptor is not None and self.r is not None
+
+        # ---- frozen backbone features (validated; cached in float16 when they fit)
+        probe = self._patch_features(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
+        _, c, h, w = probe.shape
+        cache_mb = n * c * h * w * 2 / 2**20
+        use_cache = cfg.cache_features == "always" or (cfg.cache_features == "auto" and cache_mb <= cfg.cache_limit_mb)
+        t0 = time.perf_counter()
+        builder = MemoryBankBuilder()
+        cache: list[torch.Tensor] = []
+        self.descriptor.eval()
+        for idx in images.chunks(cfg.inference_batch_size):
+            batch = check_batch(images.batch(idx), cfg.image_size, "cfa", f"training images {images.source(idx[0])}..")
+            feats = self._patch_features(batch)
+            with torch.no_grad():
+                builder.add(self._describe(feats))  # the UNTRAINED descriptor (paper sec. 3.2)
+            if use_cache:
+                cache.append(feats.half())
+            report(0, cfg.epochs, f"memory bank {idx[-1] + 1}/{n}")
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.bank = builder.build(cfg.gamma_c, cfg.kmeans_iterations, gen).to(self.device)
+        if cfg.k + cfg.j > self.bank.shape[0]:
+            raise DetectorError(
+                f"cfa: k + j = {cfg.k + cfg.j} exceeds the memory bank size {self.bank.shape[0]} "
+                f"(gamma_c {cfg.gamma_c} x {h * w} patches); raise gamma_c or image_size"
+            )
+        features = torch.cat(cache) if use_cache else None
+        del cache
+        bank_s = time.perf_counter() - t0
+
+        # ---- adaptation
+        params = list(self.descriptor.parameters()) + [self.r]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+        use_scaler = cfg.mixed_precision and self.device.type == "cuda" and autocast_dtype(self.device) == torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        order_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        losses: list[float] = []
+        att_hist: list[float] = []
+        rep_hist: list[float] = []
+        r_hist: list[float] = []
+        t_train = time.perf_counter()
+        self.descriptor.train()
+        for epoch in range(cfg.epochs):
+            sums = torch.zeros(3, device=self.device)
+            steps = 0
+            order = torch.randperm(n, generator=order_gen).tolist()
+            for start in range(0, n, cfg.batch_size):
+                idx = order[start : start + cfg.batch_size]
+                if features is not None:
+                    feats = features[idx].float().to(self.device)
+                else:
+                    feats = self._patch_features(images.batch(idx))
+                out = self._describe(feats)  # (b, D, h, w)
+                flat = out.permute(0, 2, 3, 1).reshape(-1, out.shape[1])
+                loss, att, rep = coupled_hypersphere_loss(flat, self.bank, self.r, cfg.k, cfg.j, cfg.alpha, cfg.nu)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sums += torch.stack([loss.detach(), att.detach(), rep.detach()])
+                steps += 1
+            mean = (sums / steps).tolist()
+            losses.append(mean[0])
+            att_hist.append(mean[1])
+            rep_hist.append(mean[2])
+            r_hist.append(float(self.r.detach().abs()))
+            report(epoch + 1, cfg.epochs, f"epoch {epoch + 1}/{cfg.epochs} loss {mean[0]:.4f} r {r_hist[-1]:.3g}")
+        train_s = time.perf_counter() - t_train
+        self.descriptor.eval()
+        self._fitted = True
+        del features
+
+        stats: dict[str, Any] = {
+            "loss": losses,
+            "loss_att": att_hist,
+            "loss_rep": rep_hist,
+            "r": r_hist,
+            "bank_size": list(self.bank.shape),
+            "n_train": n,
+            "epochs": cfg.epochs,
+            "features_cached": use_cache,
+            "cache_mb": round(cache_mb, 1),
+            "bank_seconds": round(bank_s, 3),
+            "train_loop_seconds": round(train_s, 3),
+            "train_seconds": round(time.perf_counter() - t_start, 3),
+            "device": str(self.device),
+            "seed": cfg.seed,
+        }
+        if val is not None:
+            stats["val"] = self._score_stats(TrainImages(val, "validation", "cfa"))
+        return stats
+
+    def _score_stats(self, images: TrainImages) -> dict[str, float]:
+        scores = torch.cat(
+            [torch.from_numpy(self.predict(images.batch(idx)).score) for idx in images.chunks(self.config.inference_batch_size)]
+        )
+        return {
+            "n": int(scores.numel()),
+            "score_mean": float(scores.mean()),
+            "score_std": float(scores.std()) if scores.numel() > 1 else 0.0,
+            "score_q99": float(torch.quantile(scores, 0.99)),
+            "score_max": float(scores.max()),
+        }
+
+    # -------------------------------------------------------------------------------------- predict
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> Prediction:
+        """Score (B, 3, S, S) float images in [0, 1] -> Prediction(score (B,), anomaly_map (B, S, S)).
+
+        Patch score = eq. 5 (softmin certainty x nearest distance, Euclidean, K nearest); the (h, w) map is
+        bilinearly upsampled to S x S and blurred (sigma ``blur_sigma`` px); image score = map maximum.
+        """
+        if not self._fitted or self.descriptor is None or self.bank is None:
+            raise DetectorError("cfa: predict() called before fit() or load()")
+        cfg = self.config
+        images = check_batch(images, cfg.image_size, "cfa", "predict")
+        self.descriptor.eval()
+        s = cfg.image_size
+        maps = []
+        for start in range(0, images.shape[0], cfg.inference_batch_size):
+            out = self._describe(self._patch_features(images[start : start + cfg.inference_batch_size]))
+            b, d, h, w = out.shape
+            flat = out.permute(0, 2, 3, 1).reshape(-1, d)
+            # one image at a time bounds the (T, M) distance matrix
+            patch = torch.cat([softmin_score(f, self.bank, cfg.k) for f in flat.split(h * w)]).reshape(b, 1, h, w)
+            up = F.interpolate(patch, size=(s, s), mode="bilinear", align_corners=False).squeeze(1)
+            maps.append(gaussian_blur(up, cfg.blur_sigma))
+        anomaly_map = torch.cat(maps)
+        score = anomaly_map.amax(dim=(1, 2))
+        return Prediction(score=score.cpu().numpy(), anomaly_map=anomaly_map.cpu().numpy())
+
+    # --------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Descriptor weights, radius ``r`` (1,), memory bank ``bank`` (M, D), on CPU (plus the backbone's
+        weights when ``pretrained: none``, so a saved random backbone is restored exactly)."""
+        if not self._fitted or self.descriptor is None or self.bank is None or self.r is None:
+            raise DetectorError("cfa: state_dict() called before fit() or load()")
+        state = {"descriptor." + k: v.detach().cpu().clone() for k, v in self.descriptor.state_dict().items()}
+        state["r"] = self.r.detach().cpu().clone()
+        state["bank"] = self.bank.detach().cpu().clone()
+        if self.config.pretrained == "none":
+            for key, value in self.backbone.state_dict().items():
+                state["backbone." + key] = value.detach().cpu().clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore from :meth:`state_dict`; a missing, unexpected or mis-shaped tensor raises DetectorError."""
+        self._build()
+        assert self.descriptor is not None and self.r is not None
+        expected: dict[str, tuple[int, ...]] = {
+            "descriptor." + k: tuple(v.shape) for k, v in self.descriptor.state_dict().items()
+        }
+        expected["r"] = (1,)
+        if self.config.pretrained == "none":
+            expected.update({"backbone." + k: tuple(v.shape) for k, v in self.backbone.state_dict().items()})
+        for key, shape in expected.items():
+            if key not in state:
+                raise DetectorError(f"cfa weights: missing tensor '{key}'")
+            if tuple(state[key].shape) != shape:
+                raise DetectorError(f"cfa weights: tensor '{key}' has shape {tuple(state[key].shape)}, config expects {shape}")
+        if "bank" not in state:
+            raise DetectorError("cfa weights: missing tensor 'bank'")
+        bank = state["bank"]
+        if bank.ndim != 2 or bank.shape[1] != self.out_channels or bank.shape[0] < 1:
+            raise DetectorError(
+                f"cfa weights: tensor 'bank' has shape {tuple(bank.shape)}, config expects (M, {self.out_channels})"
+            )
+        extra = sorted(set(state) - set(expected) - {"bank"})
+        if extra:
+            raise DetectorError(f"cfa weights: unexpected tensor '{extra[0]}'")
+        self.descriptor.load_state_dict({k[len("descriptor.") :]: v for k, v in state.items() if k.startswith("descriptor.")})
+        if self.config.pretrained == "none":
+            self.backbone.load_state_dict({k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")})
+        with torch.no_grad():
+            self.r.copy_(state["r"].to(self.device))
+        self.bank = bank.float().to(self.device)
+        self.descriptor.eval()
+        self._fitted = True
