@@ -96,7 +96,7 @@ def _score_items(detector: Any, items: Sequence[LabelledImage], spec: InputSpec)
 
 
 def train_model(
-    config_path: str | Path,
+    config: "str | Path | TrainConfig",
     data: str | Path,
     out: str | Path,
     *,
@@ -106,12 +106,13 @@ def train_model(
     progress: Optional[Progress] = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
-    """Train the detector described by ``config_path`` on ``data`` and write the model directory ``out``.
+    """Train the detector described by ``config`` (a detector config file, or one already loaded with
+    :func:`load_train_config`) on ``data`` and write the model directory ``out``.
 
     Returns a summary dict (also written to ``training.json``).
     """
     data, out = Path(data), Path(out)
-    train_config = load_train_config(config_path, overrides)
+    train_config = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
     if out.exists() and not force:
         raise CellError(f"{out}: already exists; choose another --out or pass --force to replace it")
     spec = train_config.input or _default_input(data)

@@ -67,7 +67,13 @@ def create(name: str, **config: Any) -> Detector:
 
 
 _builtin_imported = False
-_BUILTIN_MODULES: tuple[str, ...] = ("detectors.simplenet", "detectors.cfa", "detectors.glance")
+_BUILTIN_MODULES: tuple[str, ...] = (
+    "detectors.simplenet",
+    "detectors.cfa",
+    "detectors.glance",
+    "detectors.tsdn",
+    "detectors.slsg",
+)
 
 
 def _import_builtin_detectors(importer: Callable[[str], Any] | None = None) -> None:

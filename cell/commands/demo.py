@@ -30,7 +30,7 @@ from cell.evaluation import evaluate_model
 from cell.inspection import InspectConfig
 from cell.line_signal import SignalConfig
 from cell.progress import progress_callback
-from cell.training import train_model
+from cell.training import load_train_config, train_model
 
 DEFAULT_DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
@@ -90,6 +90,9 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
     cell_path = _resolve(config_path, demo.cell)
     campaign_path = _resolve(config_path, demo.campaign)
     detector_path = _resolve(config_path, demo.detector)
+    # every config is read before anything runs, so a bad key fails at once
+    train_config = load_train_config(detector_path, {**demo.detector_overrides, **parse_overrides(overrides)})
+    campaign_file = load_campaign_file(campaign_path)
     console = Console()
     err = Console(stderr=True)
     if out.exists():
@@ -102,7 +105,6 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
     started = time.perf_counter()
 
     console.rule(f"1/4 capture {good_parts} good parts")
-    campaign_file = load_campaign_file(campaign_path)
     cell = demo_cell(demo, cell_path, seed=demo.seed, defect_rate=0.0)
     plan = cell.plan(campaign_file.plan)
     with CaptureStore(store_path, create=True) as store, cell:
@@ -116,8 +118,7 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
 
     console.rule("2/4 train")
     with progress_callback("training", err) as progress:
-        trained = train_model(detector_path, store_path, model_dir, campaigns=["train"],
-                              overrides={**demo.detector_overrides, **parse_overrides(overrides)}, progress=progress,
+        trained = train_model(train_config, store_path, model_dir, campaigns=["train"], progress=progress,
                               log=lambda m: err.print(f"[dim]{m}"))
     threshold = trained["threshold"]
     console.print(f"{trained['method']} trained in {trained['train_seconds']:.1f} s; threshold "
@@ -131,12 +132,17 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
     )
 
     console.rule("4/4 evaluate")
-    with progress_callback("scoring", err) as progress:
-        metrics = evaluate_model(model_dir, store_path, report_dir, campaigns=["inspect"], progress=progress)
     print_confusion(console, inspection)
-    console.print(
-        f"per image: AUROC {metrics['image_auroc']:.3f}, pixel AUROC {metrics.get('pixel_auroc', float('nan')):.3f}, "
-        f"PG0 {metrics['pg0']:.2f}"
-    )
-    console.print(f"store:  {store_path}\nmodel:  {model_dir}\nreport: {report_dir / 'report.html'}")
+    counts = inspection.confusion()
+    if counts.get("good") and counts.get("defective"):
+        with progress_callback("scoring", err) as progress:
+            metrics = evaluate_model(model_dir, store_path, report_dir, campaigns=["inspect"], progress=progress)
+        console.print(
+            f"per image: AUROC {metrics['image_auroc']:.3f}, pixel AUROC {metrics['pixel_auroc']:.3f}, "
+            f"AUPRO {metrics['aupro']:.3f}, PG0 {metrics['pg0']:.2f}"
+        )
+        report = f"{report_dir / 'report.html'}"
+    else:
+        report = "none (the inspected parts were all of one kind; run with more --inspect-parts)"
+    console.print(f"store:  {store_path}\nmodel:  {model_dir}\nreport: {report}")
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from cell.errors import CellError
 from cell.progress import progress_callback
-from cell.training import train_model
+from cell.training import load_train_config, train_model
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -48,9 +48,10 @@ def command(detector_config: Path, data: Path, out: Path, campaigns: tuple[str, 
     values = parse_overrides(overrides)
     if device is not None:
         values["device"] = device
+    train_config = load_train_config(detector_config, values)  # bad keys fail before any progress display
     with progress_callback("training", console) as progress:
         summary = train_model(
-            detector_config, data, out, campaigns=campaigns or None, overrides=values, force=force,
+            train_config, data, out, campaigns=campaigns or None, force=force,
             progress=progress, log=lambda m: console.print(f"[dim]{m}"),
         )
     threshold = summary["threshold"]

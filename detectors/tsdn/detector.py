@@ -1,0 +1,245 @@
+"""TSDN (two-stream decoder network) as a :class:`~detectors.base.Detector`: config, training loop, scoring.
+
+Training (B good images of S x S px per step): SURF distorts each image (SLIC, ``n_segments`` superpixels,
+``n_filled`` painted with random colours, mask M_surf); the network predicts M' (DCD_A), W' (FNE) and the
+clean image R (DCD_N); loss = eq. 3 with ``loss_weights`` (lambda_r, lambda_s, lambda_g, lambda_m, lambda_f);
+Adam(``lr``); a fixed number of epochs (no selection on test data). Checkpoints every ``checkpoint_every``
+steps to ``checkpoint_dir`` (if set); ``fit`` resumes from a matching checkpoint there.
+
+Scoring: map = Gaussian blur (``blur_sigma`` px) of the per-pixel L2 norm over RGB of I - R, (B, S, S);
+image score = max of the map. The paper's final min-max normalisation over the test set is left out (it would
+use test data, and it does not change any ranking metric).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from detectors.backbones import create_feature_extractor
+from detectors.base import Detector, Prediction, ProgressCallback
+from detectors.device import autocast_context, autocast_dtype, resolve_device
+from detectors.errors import DetectorError
+from detectors.imagesets import check_images
+from detectors.registry import register
+from detectors.tsdn.model import TSDNNet, gaussian_blur, tsdn_losses
+from detectors.tsdn.surf import surf_batch
+from detectors.tsdn.training import (
+    CheckpointStore,
+    TrainImages,
+    batch_indices,
+    check_batch,
+    check_state_shapes,
+    fingerprint,
+    optimizer_to,
+    step_rng,
+)
+
+
+class TSDNConfig(BaseModel):
+    """TSDN's configuration; defaults are the paper's where it gives them (352 px, N_s 400, S_s 50, Adam 7e-5,
+    loss weights 1, 0.5, 1, 1, 5e-5). The paper's encoder is EfficientNet-B5 (``backbone: efficientnet_b5``
+    with ``pretrained: hub`` or a weights file); the default is tf_efficientnet_lite0, whose ImageNet weights
+    are available offline. Widths, epochs and batch size are not given by the paper."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = Field("tf_efficientnet_lite0", description="timm encoder (5 levels, strides 2..32), fine-tuned")
+    pretrained: str = Field("offline", description="offline | hub | none | path to a state-dict file")
+    train_encoder: bool = Field(True, description="fine-tune the encoder (False: frozen, faster)")
+    image_size: int = Field(352, ge=64, le=2048, description="input side S in pixels")
+    channels: int = Field(256, ge=4, description="channels C of F_1/32 after the 1x1 reduction")
+    decoder_widths: list[int] = Field(
+        default_factory=lambda: [256, 128, 64, 32], min_length=4, max_length=4,
+        description="widths of the 4 deconvolution blocks (strides 16, 8, 4, 2) of DCD_A and DCD_N",
+    )
+    fne_conv_channels: int = Field(64, ge=1, description="channels of the FNE convolution before flattening")
+    fne_hidden: int = Field(512, ge=2, description="width of the FNE's MLP hidden layers")
+    n_segments: int = Field(400, ge=2, description="N_s: SLIC superpixels per image")
+    n_filled: int = Field(50, ge=1, description="S_s: superpixels filled with random colours")
+    surf_probability: float = Field(1.0, ge=0, le=1, description="share of training images distorted by SURF")
+    loss_weights: list[float] = Field(
+        default_factory=lambda: [1.0, 0.5, 1.0, 1.0, 5e-5], min_length=5, max_length=5,
+        description="lambda_r, lambda_s, lambda_g, lambda_m, lambda_f of eq. 3",
+    )
+    lr: float = Field(7e-5, gt=0, description="Adam learning rate")
+    epochs: int = Field(100, ge=1, description="passes over the training images")
+    batch_size: int = Field(8, ge=1)
+    blur_sigma: float = Field(4.0, ge=0, description="Gaussian blur of the difference map, pixels")
+    inference_batch_size: int = Field(8, ge=1)
+    checkpoint_dir: Optional[str] = Field(None, description="folder for the resumable training checkpoint")
+    checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
+    mixed_precision: bool = Field(True, description="autocast on CUDA (no effect on CPU)")
+    device: str = "auto"
+    seed: int = 0
+
+    @field_validator("decoder_widths")
+    @classmethod
+    def _positive_widths(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError(f"widths must be >= 1, got {value}")
+        return value
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _non_negative(cls, value: list[float]) -> list[float]:
+        if any(v < 0 for v in value):
+            raise ValueError(f"weights must be >= 0, got {value}")
+        return value
+
+
+@register
+class TSDN(Detector):
+    """TSDN (two-stream decoder with feature normality estimator) trained with superpixel random filling."""
+
+    name: ClassVar[str] = "tsdn"
+    config_class: ClassVar[type[BaseModel]] = TSDNConfig
+    #: Seconds on CPU: 64 px, frozen encoder, tiny widths, few superpixels, larger learning rate.
+    smoke_config: ClassVar[dict[str, Any]] = {
+        "train_encoder": False,
+        "image_size": 64,
+        "channels": 16,
+        "decoder_widths": [16, 16, 16, 16],
+        "fne_conv_channels": 4,
+        "fne_hidden": 16,
+        "n_segments": 24,
+        "n_filled": 3,
+        "lr": 2e-3,
+        "epochs": 5,
+        "batch_size": 6,
+        "blur_sigma": 2.0,
+        "device": "cpu",
+    }
+
+    def __init__(self, config: TSDNConfig) -> None:
+        super().__init__(config)
+        self.device = resolve_device(config.device)
+        self.net: Optional[TSDNNet] = None
+
+    # --------------------------------------------------------------------------------------- modules
+    def _build(self, pretrained: str) -> TSDNNet:
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            encoder = create_feature_extractor(cfg.backbone, [0, 1, 2, 3, 4], pretrained=pretrained)
+            try:
+                net = TSDNNet(encoder, cfg.image_size, cfg.channels, cfg.decoder_widths, cfg.fne_conv_channels, cfg.fne_hidden,
+                              cfg.train_encoder)
+            except ValueError as exc:
+                raise DetectorError(f"tsdn: backbone '{cfg.backbone}': {exc}") from None
+        return net.to(self.device)
+
+    def _autocast(self):
+        return autocast_context(self.device if self.config.mixed_precision else torch.device("cpu"))
+
+    # ------------------------------------------------------------------------------------------- fit
+    def fit(self, train: Any, val: Optional[Any] = None, progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
+        """Train on good images (ImageSet / Samples / (N,3,S,S) tensor) for ``epochs``; resumes from
+        ``checkpoint_dir`` when it holds this run's checkpoint. ``val`` is only scored afterwards.
+        Returns ``{"loss": [per-step total], "steps", "resumed_from", "train_seconds", ...}``."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        images = TrainImages(train, cfg.image_size, "TSDN")
+        n = len(images)
+        per_epoch = math.ceil(n / cfg.batch_size)
+        total = cfg.epochs * per_epoch
+        report = progress or (lambda done, total, message: None)
+
+        net = self._build(cfg.pretrained)
+        optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
+        use_scaler = cfg.mixed_precision and self.device.type == "cuda" and autocast_dtype(self.device) == torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        store = CheckpointStore(cfg.checkpoint_dir, "tsdn", fingerprint(cfg, images))
+        history: list[float] = []
+        start = 0
+        saved = store.load()
+        if saved is not None:
+            net.load_state_dict(saved["model"])
+            optimizer.load_state_dict(optimizer_to(saved["optimizer"], self.device))
+            history = [float(v) for v in saved["history"]]
+            start = int(saved["step"])
+            report(start, total, f"resumed from {store.path} at step {start}")
+
+        net.train()
+        last: dict[str, float] = {}
+        for step in range(start, total):
+            idx = batch_indices(cfg.seed, step, n, cfg.batch_size)
+            clean = images.images[idx]
+            distorted, fill_mask = surf_batch(
+                clean, cfg.n_segments, cfg.n_filled, step_rng(cfg.seed, step), cfg.surf_probability
+            )
+            clean, distorted, fill_mask = (t.to(self.device) for t in (clean, distorted, fill_mask))
+            with self._autocast():
+                out = net(distorted)
+            losses = tsdn_losses(out, clean, fill_mask, cfg.loss_weights)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            last = {k: float(v.detach()) for k, v in losses.items()}
+            if not math.isfinite(last["total"]):
+                raise DetectorError(f"tsdn: training diverged at step {step + 1} (loss {last['total']}); lower lr")
+            history.append(last["total"])
+            done = step + 1
+            if done % cfg.checkpoint_every == 0 or done == total:
+                store.save(done, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "history": history})
+            report(done, total, f"epoch {step // per_epoch + 1}/{cfg.epochs} loss {last['total']:.4f}")
+        net.eval()
+        self.net = net
+        stats: dict[str, Any] = {
+            "loss": history,
+            "final_losses": last,
+            "steps": total,
+            "resumed_from": start,
+            "n_train": n,
+            "train_seconds": time.perf_counter() - t0,
+        }
+        if val is not None:
+            val_images = TrainImages(val, cfg.image_size, "TSDN", role="validation").images
+            scores = np.concatenate([self.predict(val_images[i : i + cfg.inference_batch_size]).score
+                                     for i in range(0, len(val_images), cfg.inference_batch_size)])
+            stats["val_score_mean"] = float(scores.mean())
+            stats["val_score_max"] = float(scores.max())
+        return stats
+
+    # --------------------------------------------------------------------------------------- predict
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> the clean reconstruction R (B, 3, S, S) float32 on the CPU."""
+        if self.net is None:
+            raise DetectorError("tsdn: predict called before fit or load")
+        images = check_batch(check_images(images), self.config.image_size, "tsdn predict", "TSDN")
+        outs = []
+        for start in range(0, images.shape[0], self.config.inference_batch_size):
+            batch = images[start : start + self.config.inference_batch_size].to(self.device)
+            with self._autocast():
+                outs.append(self.net(batch)["reconstruction"].float().cpu())
+        return torch.cat(outs)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> Prediction:
+        """(B, 3, S, S) float in [0, 1] -> Prediction(score (B,) = map max, anomaly_map (B, S, S))."""
+        recon = self.reconstruct(images)
+        diff = torch.linalg.vector_norm(images.float().cpu() - recon, dim=1)
+        maps = gaussian_blur(diff, self.config.blur_sigma)
+        return Prediction(score=maps.flatten(1).amax(dim=1).numpy(), anomaly_map=maps.numpy())
+
+    # ----------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self.net is None:
+            raise DetectorError("tsdn: nothing to save before fit")
+        return {f"net.{k}": v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        net = self._build("none")  # every encoder tensor comes from the state
+        part = check_state_shapes("net.", net, state, "tsdn")
+        unknown = sorted(k for k in state if not k.startswith("net."))
+        if unknown:
+            raise DetectorError(f"tsdn weights: unexpected tensor '{unknown[0]}'")
+        net.load_state_dict(part)
+        net.eval()
+        self.net = net

@@ -1,0 +1,202 @@
+"""Training plumbing shared by TSDN and SLSG: input checks, training-image access, per-step random
+generators and atomic, resumable checkpoints.
+
+Resuming: a training loop is a sequence of numbered steps whose random choices come only from
+:func:`step_rng` / :func:`epoch_order` (functions of the seed and the step / epoch). A checkpoint holds the
+step count, the model and optimiser states and a *fingerprint* of everything that shapes the run (config
+without device/checkpoint keys, number and names of training images). Continuing from it therefore gives
+the same model as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from detectors.errors import DetectorError, ImageSetError
+
+#: Tolerance on the [0, 1] range check of input images (float rounding of resized images).
+RANGE_TOL = 1e-3
+CHECKPOINT_FILE = "checkpoint.pt"
+#: Config keys that do not change what a run learns (excluded from the resume fingerprint).
+NON_LEARNING_KEYS = ("device", "checkpoint_dir", "checkpoint_every", "inference_batch_size")
+
+
+def check_batch(images: Any, image_size: int, where: str, method: str) -> torch.Tensor:
+    """Check a (B, 3, S, S) float batch in [0, 1] with S = ``image_size``; one-line ImageSetError otherwise."""
+    if not isinstance(images, torch.Tensor):
+        raise ImageSetError(f"{where}: expected a torch tensor (B, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ImageSetError(f"{where}: expected shape (B, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[1] != 3:
+        raise ImageSetError(f"{where}: expected 3 channels (RGB), got {images.shape[1]}")
+    if tuple(images.shape[2:]) != (image_size, image_size):
+        raise ImageSetError(
+            f"{where}: images are {images.shape[2]}x{images.shape[3]} px but this {method} uses image_size "
+            f"{image_size}; resize them (e.g. MVTecImageSet(..., image_size={image_size})) or tile them"
+        )
+    if not images.is_floating_point():
+        raise ImageSetError(f"{where}: expected float images in [0, 1], got dtype {images.dtype}")
+    if images.shape[0] == 0:
+        raise ImageSetError(f"{where}: empty batch of shape {tuple(images.shape)}")
+    lo, hi = float(images.min()), float(images.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -RANGE_TOL or hi > 1 + RANGE_TOL:
+        raise ImageSetError(f"{where}: pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
+    return images.float().clamp(0, 1)
+
+
+class TrainImages:
+    """Random access to training images: an ImageSet / sequence of Samples, or a (N, 3, S, S) tensor.
+
+    All images are checked and held in memory (N x 3 x S x S float32) on construction.
+    """
+
+    def __init__(self, data: Any, image_size: int, method: str, role: str = "training") -> None:
+        if data is None:
+            raise ImageSetError(f"{role} set is None")
+        try:
+            n = len(data)
+        except TypeError:
+            raise ImageSetError(f"{role} set of type {type(data).__name__} has no length") from None
+        if n == 0:
+            raise ImageSetError(f"{role} set is empty: {method} needs at least one good image")
+        if isinstance(data, torch.Tensor):
+            images, sources = data, [f"{role}[{i}]" for i in range(n)]
+        else:
+            items = [data[i] for i in range(n)]
+            images = torch.stack([torch.as_tensor(getattr(it, "image", it)) for it in items])
+            sources = [str(getattr(it, "source", f"{role}[{i}]")) for i, it in enumerate(items)]
+        self.images = check_batch(images, image_size, f"{role} images ({sources[0]}..)", method).cpu()
+        self.sources = sources
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def digest(self) -> str:
+        """sha256 over the image sources and pixel sums: identifies the training set in a checkpoint."""
+        h = hashlib.sha256()
+        h.update("\n".join(self.sources).encode())
+        h.update(np.asarray(self.images.double().sum(dim=(1, 2, 3)).numpy()).round(4).tobytes())
+        return h.hexdigest()
+
+
+def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
+    """The NumPy generator of training step ``step`` (independent streams by ``stream``)."""
+    return np.random.default_rng([int(seed), int(stream), int(step)])
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    """The shuffled order of ``n`` training images in ``epoch``."""
+    return np.random.default_rng([int(seed), 99, int(epoch)]).permutation(n).tolist()
+
+
+def batch_indices(seed: int, step: int, n: int, batch_size: int) -> list[int]:
+    """Indices of training step ``step``'s batch: epochs of shuffled orders cut into batches (last one short)."""
+    per_epoch = math.ceil(n / batch_size)
+    epoch, pos = divmod(step, per_epoch)
+    order = epoch_order(seed, epoch, n)
+    return order[pos * batch_size : (pos + 1) * batch_size]
+
+
+def fingerprint(config: Any, train: TrainImages, extra: Optional[dict[str, Any]] = None) -> dict[str, str]:
+    """What must match for a checkpoint to be resumed: learning-relevant config keys and the training set."""
+    data = config.model_dump() if hasattr(config, "model_dump") else dict(config)
+    out = {k: repr(v) for k, v in sorted(data.items()) if k not in NON_LEARNING_KEYS}
+    out["train.n"] = str(len(train))
+    out["train.digest"] = train.digest()
+    for key, value in (extra or {}).items():
+        out[key] = repr(value)
+    return out
+
+
+class CheckpointStore:
+    """``<directory>/checkpoint.pt``: written atomically (temporary file, fsync, rename); None = disabled."""
+
+    def __init__(self, directory: Optional[str | Path], method: str, fingerprint: dict[str, str]) -> None:
+        self.directory = Path(directory) if directory else None
+        self.method = method
+        self.fingerprint = fingerprint
+
+    @property
+    def path(self) -> Optional[Path]:
+        return self.directory / CHECKPOINT_FILE if self.directory else None
+
+    def load(self) -> Optional[dict[str, Any]]:
+        """The stored training state, or None when there is none. A checkpoint of another run is an error."""
+        path = self.path
+        if path is None or not path.is_file():
+            return None
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise DetectorError(f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it to start over") from None
+        if not isinstance(data, dict) or data.get("method") != self.method:
+            raise DetectorError(f"{path}: not a {self.method} checkpoint; delete it or use another checkpoint_dir")
+        stored = data.get("fingerprint", {})
+        for key in sorted(set(stored) | set(self.fingerprint)):
+            if stored.get(key) != self.fingerprint.get(key):
+                raise DetectorError(
+                    f"{path}: checkpoint is from another run ({key} = {stored.get(key)} there, "
+                    f"{self.fingerprint.get(key)} here); delete it or use another checkpoint_dir"
+                )
+        return data
+
+    def save(self, step: int, state: dict[str, Any]) -> None:
+        """Write the training state after ``step`` completed steps (atomic replace)."""
+        path = self.path
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        payload = {"method": self.method, "fingerprint": self.fingerprint, "step": int(step), **state}
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(payload, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def optimizer_to(state: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """An optimiser state dict with its tensors moved to ``device`` (after loading a checkpoint on CPU)."""
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(move(v) for v in value)
+        return value
+
+    return move(state)
+
+
+def check_state_shapes(prefix: str, module: torch.nn.Module, state: dict[str, torch.Tensor], method: str) -> dict[str, torch.Tensor]:
+    """The ``prefix``-ed part of ``state`` for ``module``; one-line DetectorError on a missing/extra/misshapen tensor."""
+    expected = module.state_dict()
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    for key, ref in expected.items():
+        if key not in part:
+            raise DetectorError(f"{method} weights: missing tensor '{prefix}{key}'")
+        if tuple(part[key].shape) != tuple(ref.shape):
+            raise DetectorError(
+                f"{method} weights: tensor '{prefix}{key}' has shape {tuple(part[key].shape)}, "
+                f"config expects {tuple(ref.shape)}"
+            )
+    extra = sorted(set(part) - set(expected))
+    if extra:
+        raise DetectorError(f"{method} weights: unexpected tensor '{prefix}{extra[0]}'")
+    return part
+
+
+def describe_sources(sources: Sequence[str]) -> str:
+    """A short description of a list of image sources for messages."""
+    return sources[0] if len(sources) == 1 else f"{sources[0]} .. ({len(sources)} images)"
