@@ -25,7 +25,7 @@ from __future__ import annotations
 import difflib
 import functools
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -359,3 +359,27 @@ def _check_full_state_dict(
     unexpected = sorted(data_keys - set(full_keys))
     if unexpected:
         raise BackboneError(f"{path}: unexpected key '{unexpected[0]}' for timm model '{name}'")
+
+
+_SHARED: dict[tuple[str, tuple[int, ...], str, str], "FeatureExtractor"] = {}
+
+
+def frozen_feature_extractor(
+    name: str, layers: Sequence[int], pretrained: str, device: Any, seed: int = 0
+) -> "FeatureExtractor":
+    """A frozen extractor on ``device`` for a detector that never trains its backbone.
+
+    Pretrained extractors are shared within the process, one per (name, layers, weights, device): they are
+    frozen and never modified, so sharing saves their load time (seconds) and memory when several detectors
+    live in one process (tests, benchmarks, the cell). ``pretrained="none"`` gives a fresh random extractor
+    drawn from ``seed`` (the global random state is left untouched).
+    """
+    if pretrained == "none":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            extractor = create_feature_extractor(name, list(layers), pretrained="none")
+        return extractor.to(device).eval()
+    key = (name, tuple(int(i) for i in layers), str(pretrained), str(device))
+    if key not in _SHARED:
+        _SHARED[key] = create_feature_extractor(name, list(layers), pretrained=pretrained).to(device).eval()
+    return _SHARED[key]

@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from detectors.backbones import FeatureExtractor, create_feature_extractor
+from detectors.backbones import FeatureExtractor, frozen_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
 from detectors.cfa.inputs import TrainImages, check_batch, gaussian_blur
 from detectors.cfa.model import (
@@ -119,10 +119,7 @@ class CFA(Detector):
         """The frozen feature extractor (created on first use; may raise BackboneError)."""
         if self._backbone is None:
             cfg = self.config
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.seed)  # only matters for pretrained="none"
-                extractor = create_feature_extractor(cfg.backbone, cfg.layers, pretrained=cfg.pretrained)
-            self._backbone = extractor.to(self.device).eval()
+            self._backbone = frozen_feature_extractor(cfg.backbone, cfg.layers, cfg.pretrained, self.device, cfg.seed)
         return self._backbone
 
     @property

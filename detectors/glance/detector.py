@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from detectors.backbones import FeatureExtractor, create_feature_extractor
+from detectors.backbones import FeatureExtractor, frozen_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
 from detectors.cfa.inputs import TrainImages, check_batch
 from detectors.device import autocast_context, autocast_dtype, resolve_device
@@ -153,10 +153,9 @@ class Glance(Detector):
         """The frozen pretrained teacher (created on first use; may raise BackboneError)."""
         if self._teacher is None:
             cfg = self.config
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.seed)  # only matters for pretrained="none"
-                extractor = create_feature_extractor(cfg.backbone, cfg.teacher_layers, pretrained=cfg.pretrained)
-            self._teacher = extractor.to(self.device).eval()
+            self._teacher = frozen_feature_extractor(
+                cfg.backbone, cfg.teacher_layers, cfg.pretrained, self.device, cfg.seed
+            )
         return self._teacher
 
     @property

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from detectors.backbones import FeatureExtractor, create_feature_extractor
+from detectors.backbones import FeatureExtractor, frozen_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
 from detectors.device import autocast_context, autocast_dtype, resolve_device
 from detectors.errors import DetectorError, ImageSetError
@@ -162,21 +162,6 @@ def _mean_std(features: torch.Tensor, chunk: int = 65536) -> tuple[torch.Tensor,
     return _finish_stats(total, total_sq, features.shape[0])
 
 
-_BACKBONES: dict[tuple[str, tuple[int, ...], str, str], FeatureExtractor] = {}
-
-
-def _shared_backbone(name: str, layers: tuple[int, ...], pretrained: str, device: str) -> FeatureExtractor:
-    """One frozen pretrained extractor per (name, layers, weights, device) in this process.
-
-    The extractor is frozen and never modified, so detectors may share it; this saves the load time
-    (seconds) and memory when several detectors live in one process (tests, benchmarks, the cell).
-    """
-    key = (name, layers, pretrained, device)
-    if key not in _BACKBONES:
-        _BACKBONES[key] = create_feature_extractor(name, list(layers), pretrained=pretrained).to(device).eval()
-    return _BACKBONES[key]
-
-
 @register
 class SimpleNet(Detector):
     """SimpleNet (Liu et al. 2023): adapted backbone patch features vs. Gaussian-perturbed ones."""
@@ -216,13 +201,7 @@ class SimpleNet(Detector):
         """The frozen feature extractor (created on first use; may raise BackboneError)."""
         if self._backbone is None:
             cfg = self.config
-            if cfg.pretrained == "none":
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(cfg.seed)
-                    extractor = create_feature_extractor(cfg.backbone, cfg.layers, pretrained="none")
-                extractor = extractor.to(self.device).eval()
-            else:
-                extractor = _shared_backbone(cfg.backbone, tuple(cfg.layers), cfg.pretrained, str(self.device))
+            extractor = frozen_feature_extractor(cfg.backbone, cfg.layers, cfg.pretrained, self.device, cfg.seed)
             self._backbone = extractor
             self._aggregator = FeatureAggregator(
                 extractor.channels, cfg.pretrain_dim, cfg.target_dim, cfg.patch_size
