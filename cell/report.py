@@ -8,7 +8,7 @@ from typing import Any
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0;width:320px}
 .grid img{width:320px;border:1px solid #999}.nok{color:#b00;font-weight:bold}.ok{color:#070}
