@@ -36,6 +36,29 @@ class ScoredImage:
     eval_mask: np.ndarray  # (h, w) bool at the working resolution
 
 
+def training_side_hashes(model_dir: Path) -> set[str]:
+    """sha256 of every image the model was trained or thresholded on (from ``provenance.json``)."""
+    path = Path(model_dir) / "provenance.json"
+    if not path.is_file():
+        return set()
+    try:
+        provenance = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CellError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    keys = ("train", "threshold_holdout_good", "threshold_validation_defects")
+    return {entry["sha256"] for key in keys for entry in provenance.get(key, []) if entry.get("sha256")}
+
+
+def exclude_training_side(items: Sequence[LabelledImage], model_dir: Path) -> tuple[list[LabelledImage], int]:
+    """Drop test images that the model saw while training or choosing its threshold (honest evaluation):
+    -> (remaining images, how many were dropped)."""
+    seen = training_side_hashes(model_dir)
+    if not seen:
+        return list(items), 0
+    kept = [item for item in items if item.file_sha256() not in seen]
+    return kept, len(items) - len(kept)
+
+
 def _working_size_map(anomaly_map: np.ndarray, mask_shape: tuple[int, int]) -> np.ndarray:
     h, w = mask_shape
     if anomaly_map.shape == (h, w):
@@ -62,9 +85,13 @@ def evaluate_model(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     scored: list[ScoredImage] = []
-    with open_images(data, "test", campaigns) as items:
+    with open_images(data, "test", campaigns) as all_items:
+        items, excluded = exclude_training_side(all_items, model_dir)
         if not items:
-            raise CellError(f"{data}: no labelled test images")
+            raise CellError(
+                f"{data}: no labelled test images"
+                + (f" left: all {excluded} were used to train or threshold this model" if excluded else "")
+            )
         for index, item in enumerate(items):
             pixels = item.load()
             score, full_map = score_capture(detector, pixels, spec)
@@ -89,6 +116,7 @@ def evaluate_model(
         metrics["model_dir"] = str(model_dir.resolve())
         metrics["data"] = str(Path(data).resolve())
         metrics["seconds_per_image"] = seconds / len(scored)
+        metrics["excluded_training_side_images"] = excluded
         overlays = _write_overlays(scored, threshold.value, out / "overlays", n_overlays)
     _write_scores_csv(out / "scores.csv", scored, verdicts)
     _write_roc(out / "roc.png", scores, labels, threshold.value)

@@ -57,7 +57,9 @@ def write_eval_report(path: Path, metrics: dict[str, Any], overlays: dict[str, l
 <h1>Evaluation report</h1>
 <p>Model <code>{html.escape(metrics['model_dir'])}</code> on <code>{html.escape(metrics['data'])}</code>,
 scored once ({metrics['seconds_per_image'] * 1000:.1f} ms per image). The threshold was chosen on training-side
-data only (policy <b>{html.escape(threshold['policy'])}</b>, value {threshold['value']:.6g}).</p>
+data only (policy <b>{html.escape(threshold['policy'])}</b>, value {threshold['value']:.6g}).
+{metrics.get('excluded_training_side_images', 0)} images of the data were left out because the model was trained
+or thresholded on them.</p>
 <h2>Metrics</h2>{_metric_rows(metrics)}
 <h2>At the model's threshold</h2>
 <table><tr><th>truth \\ verdict</th><th>NOK</th><th>OK</th></tr>

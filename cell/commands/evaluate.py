@@ -38,6 +38,9 @@ def command(model_dir: Path, data: Path, out: Path, campaigns: tuple[str, ...]) 
         table.add_row(name, str(m["n_images"]), _f(m["image_auroc"]), _f(m.get("pixel_auroc")),
                       _f(m.get("aupro")), _f(m["pg0"]), _f(m["f1_max"]))
     Console().print(table)
+    if metrics["excluded_training_side_images"]:
+        console.print(f"[yellow]left out {metrics['excluded_training_side_images']} images the model was trained "
+                      "or thresholded on[/]")
     at = metrics["at_threshold"]
     console.print(
         f"at the model threshold {metrics['threshold']['value']:.5g}: {at['missed_defects']} missed defects, "

@@ -91,3 +91,22 @@ def test_empty_training_set_is_a_clear_error(tmp_path, capsys):
     config = write_detector_config(tmp_path / "c.yaml", "simplenet", SimpleNet.smoke_config)
     assert main(["train", "--detector", str(config), "--data", str(data), "--out", str(tmp_path / "m")]) == 2
     assert "no images found" in capsys.readouterr().err
+
+
+def test_eval_leaves_out_images_the_model_was_trained_on(trained, tmp_path, capsys):
+    root, data, _, model = trained
+    # a "test" folder that is the training side itself: nothing honest is left to evaluate
+    leaky = tmp_path / "leaky"
+    import shutil
+
+    (leaky / "test" / "good").mkdir(parents=True)
+    for path in (data / "train" / "good").iterdir():
+        shutil.copy(path, leaky / "test" / "good" / f"train_{path.name}")
+    assert main(["eval", "--model", str(model), "--data", str(leaky), "--out", str(tmp_path / "r")]) == 2
+    assert "all 10 were used to train or threshold this model" in capsys.readouterr().err
+    # mixed with genuine test images, the trained-on ones are left out and counted
+    shutil.copytree(data / "test", leaky / "test", dirs_exist_ok=True)
+    shutil.copytree(data / "ground_truth", leaky / "ground_truth")
+    assert main(["eval", "--model", str(model), "--data", str(leaky), "--out", str(tmp_path / "r2")]) == 0
+    metrics = json.loads((tmp_path / "r2" / "metrics.json").read_text())
+    assert metrics["excluded_training_side_images"] == 10 and metrics["n_images"] == 8
