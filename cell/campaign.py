@@ -357,6 +357,22 @@ def apply_truth(store: CaptureStore, part_id: str, truth: Optional[str]) -> Opti
     return truth
 
 
+def capture_with_retries(
+    camera: Camera, *, retries: int, timeout_s: float
+) -> tuple[Optional[Frame], int, Optional[CameraTimeout]]:
+    """Capture, trying again after a CameraTimeout up to ``retries`` times (other camera errors propagate).
+
+    Returns (the frame, or None when every attempt timed out; how many attempts timed out; the last timeout).
+    """
+    last: Optional[CameraTimeout] = None
+    for attempt in range(retries + 1):
+        try:
+            return camera.capture(timeout_s=timeout_s), attempt, last
+        except CameraTimeout as exc:
+            last = exc
+    return None, retries + 1, last
+
+
 def _capture_pose(
     robot: Robot,
     camera: Camera,
@@ -396,16 +412,8 @@ def _capture_pose(
             recoveries += 1
             summary.recoveries += 1
 
-    frame: Optional[Frame] = None
-    last_timeout: Optional[CameraTimeout] = None
-    for attempt in range(camera_retries + 1):
-        try:
-            frame = camera.capture(timeout_s=capture_timeout_s)
-            break
-        except CameraTimeout as exc:
-            last_timeout = exc
-            if attempt < camera_retries:
-                summary.camera_retries += 1
+    frame, timeouts, last_timeout = capture_with_retries(camera, retries=camera_retries, timeout_s=capture_timeout_s)
+    summary.camera_retries += min(timeouts, camera_retries)
     if frame is None:
         summary.failed_poses.append(PoseFailure(
             part_id, pose_id, f"camera timed out {camera_retries + 1} time(s): {last_timeout}"

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from acquisition.errors import CameraError, CameraTimeout, RobotError
 from acquisition.store import CaptureStore
-from cell.campaign import apply_truth, part_ids, store_frame
+from cell.campaign import apply_truth, capture_with_retries, part_ids, store_frame
 from cell.errors import CampaignError
 from cell.line_signal import LineSignal, NoSignal
 from cell.model_input import InputSpec, score_capture
@@ -81,13 +81,10 @@ def _move_and_capture(robot: Any, camera: Any, pose: np.ndarray, speed: float, a
     robot.move_linear(pose.tolist(), speed, accel)
     actual = np.asarray(robot.tcp_pose(), dtype=float)
     joints = np.asarray(robot.joint_positions(), dtype=float)
-    last: Optional[CameraTimeout] = None
-    for _ in range(config.camera_retries + 1):
-        try:
-            return camera.capture(timeout_s=config.capture_timeout_s), actual, joints
-        except CameraTimeout as exc:
-            last = exc
-    raise CameraTimeout(f"camera timed out {config.camera_retries + 1} time(s): {last}")
+    frame, _, last = capture_with_retries(camera, retries=config.camera_retries, timeout_s=config.capture_timeout_s)
+    if frame is None:
+        raise CameraTimeout(f"camera timed out {config.camera_retries + 1} time(s): {last}")
+    return frame, actual, joints
 
 
 def inspect_part(

@@ -25,7 +25,6 @@ Differences from the reference code (DonaldRR/SimpleNet), all deliberate:
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, ClassVar, Literal, Optional, Sequence
 
@@ -39,17 +38,15 @@ from detectors.base import Detector, Prediction, ProgressCallback
 from detectors.device import autocast_context, autocast_dtype, resolve_device
 from detectors.errors import DetectorError, ImageSetError
 from detectors.registry import register
+from detectors.image_ops import check_batch, gaussian_blur
 from detectors.simplenet.model import (
     Adaptor,
     AnomalousFeatureGenerator,
     Discriminator,
     FeatureAggregator,
-    gaussian_blur,
     truncated_l1_loss,
 )
 
-#: Tolerance on the [0, 1] range check of input images (float rounding of resized images).
-_RANGE_TOL = 1e-3
 
 
 class SimpleNetConfig(BaseModel):
@@ -223,25 +220,7 @@ class SimpleNet(Detector):
     # ------------------------------------------------------------------------------------ validation
     def _check_images(self, images: Any, where: str) -> torch.Tensor:
         """Check a (B,3,S,S) float batch in [0,1]; raise ImageSetError with one line otherwise."""
-        if not isinstance(images, torch.Tensor):
-            raise ImageSetError(f"{where}: expected a torch tensor (B, 3, H, W), got {type(images).__name__}")
-        if images.ndim != 4:
-            raise ImageSetError(f"{where}: expected shape (B, 3, H, W), got {tuple(images.shape)}")
-        if images.shape[1] != 3:
-            raise ImageSetError(f"{where}: expected 3 channels (RGB), got {images.shape[1]}")
-        s = self.config.image_size
-        if tuple(images.shape[2:]) != (s, s):
-            raise ImageSetError(
-                f"{where}: images are {images.shape[2]}x{images.shape[3]} px but this SimpleNet uses "
-                f"image_size {s}; resize the images (e.g. MVTecImageSet(..., image_size={s})) or tile them"
-            )
-        if not images.is_floating_point():
-            raise ImageSetError(f"{where}: expected float images in [0, 1], got dtype {images.dtype}")
-        if images.numel():
-            lo, hi = float(images.min()), float(images.max())
-            if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
-                raise ImageSetError(f"{where}: pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
-        return images
+        return check_batch(images, self.config.image_size, "SimpleNet", where)
 
     # -------------------------------------------------------------------------------------- features
     @torch.no_grad()

@@ -131,32 +131,3 @@ def truncated_l1_loss(
     normal_term = torch.clamp(margin - normal_scores.float(), min=0).mean()
     anomalous_term = torch.clamp(margin + anomalous_scores.float(), min=0).mean()
     return normal_term + anomalous_term
-
-
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
-    """Normalised 1-D Gaussian kernel (2*ceil(truncate*sigma)+1,), like scipy.ndimage.gaussian_filter."""
-    radius = max(int(truncate * sigma + 0.5), 1)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, H, W) maps; sigma in pixels; kernel radius round(4 sigma) like scipy.
-
-    Borders use torch's "reflect" padding (scipy's "mirror" mode; the reference's scipy default, "reflect",
-    repeats the edge pixel once more: a sub-pixel difference at the border only).
-    """
-    if sigma <= 0:
-        return maps
-    kernel = gaussian_kernel1d(sigma).to(device=maps.device, dtype=maps.dtype)
-    r = kernel.numel() // 2
-    x = maps.unsqueeze(1)
-    _, _, h, w = x.shape
-    # reflect padding needs pad < size; fall back to replicate for tiny maps.
-    mode = "reflect" if r < min(h, w) else "replicate"
-    x = F.pad(x, (r, r, 0, 0), mode=mode)
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
-    x = F.pad(x, (0, 0, r, r), mode=mode)
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
-    return x.squeeze(1)

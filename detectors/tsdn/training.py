@@ -19,35 +19,19 @@ import numpy as np
 import torch
 
 from detectors.errors import DetectorError, ImageSetError
+from detectors.image_ops import check_batch as shared_check_batch
 
-#: Tolerance on the [0, 1] range check of input images (float rounding of resized images).
-RANGE_TOL = 1e-3
 CHECKPOINT_FILE = "checkpoint.pt"
 #: Config keys that do not change what a run learns (excluded from the resume fingerprint).
 NON_LEARNING_KEYS = ("device", "checkpoint_dir", "checkpoint_every", "inference_batch_size")
 
 
 def check_batch(images: Any, image_size: int, where: str, method: str) -> torch.Tensor:
-    """Check a (B, 3, S, S) float batch in [0, 1] with S = ``image_size``; one-line ImageSetError otherwise."""
-    if not isinstance(images, torch.Tensor):
-        raise ImageSetError(f"{where}: expected a torch tensor (B, 3, H, W), got {type(images).__name__}")
-    if images.ndim != 4:
-        raise ImageSetError(f"{where}: expected shape (B, 3, H, W), got {tuple(images.shape)}")
-    if images.shape[1] != 3:
-        raise ImageSetError(f"{where}: expected 3 channels (RGB), got {images.shape[1]}")
-    if tuple(images.shape[2:]) != (image_size, image_size):
-        raise ImageSetError(
-            f"{where}: images are {images.shape[2]}x{images.shape[3]} px but this {method} uses image_size "
-            f"{image_size}; resize them (e.g. MVTecImageSet(..., image_size={image_size})) or tile them"
-        )
-    if not images.is_floating_point():
-        raise ImageSetError(f"{where}: expected float images in [0, 1], got dtype {images.dtype}")
+    """:func:`detectors.image_ops.check_batch`, refusing an empty batch and clamped to [0, 1]."""
+    images = shared_check_batch(images, image_size, method, where)
     if images.shape[0] == 0:
         raise ImageSetError(f"{where}: empty batch of shape {tuple(images.shape)}")
-    lo, hi = float(images.min()), float(images.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -RANGE_TOL or hi > 1 + RANGE_TOL:
-        raise ImageSetError(f"{where}: pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
-    return images.float().clamp(0, 1)
+    return images.clamp(0, 1)
 
 
 class TrainImages:

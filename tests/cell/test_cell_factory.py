@@ -9,7 +9,6 @@ from acquisition.store import CaptureStore
 from acquisition.ur.robot import URRobot
 from calibration.calibration_file import CalibrationFile, save_calibration
 from calibration.errors import CalibrationFileError
-from calibration.transforms import Transform
 from cell.cell_factory import build_cell, load_campaign_file, load_cell, load_cell_config
 from cell.cli import main
 from cell.errors import CellError, ConfigFileError

@@ -1,6 +1,5 @@
 """`cell train` and `cell eval` end to end on a small synthetic MVTec-layout folder (CPU, seconds)."""
 import json
-from pathlib import Path
 
 import pytest
 

@@ -11,12 +11,12 @@ from detectors.errors import DetectorConfigError, DetectorError, ImageSetError
 from detectors.imagesets import InMemoryImageSet
 from detectors.registry import validate_config
 from detectors.simplenet import SimpleNet
+from detectors.image_ops import gaussian_blur
 from detectors.simplenet.model import (
     Adaptor,
     AnomalousFeatureGenerator,
     Discriminator,
     FeatureAggregator,
-    gaussian_blur,
     truncated_l1_loss,
 )
 from detectors.synthetic import add_defect, textured_images

@@ -1,0 +1,73 @@
+"""Image operations shared by the detectors.
+
+``check_batch``: the one-line validation of a (B, 3, S, S) float batch in [0, 1]; ``gaussian_blur``:
+separable Gaussian smoothing of (B, H, W) anomaly maps (sigma in pixels, kernel radius round(4 sigma) as
+scipy's ``gaussian_filter``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from detectors.errors import ImageSetError
+
+#: Tolerance on the [0, 1] range check of input images (float rounding of resized images).
+RANGE_TOL = 1e-3
+
+
+def check_batch(images: Any, image_size: int, method: str, where: str) -> torch.Tensor:
+    """Check a (B, 3, S, S) float batch with values in [0, 1], S = ``image_size``; returns float32.
+
+    Raises :class:`ImageSetError` with one line naming what is wrong.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise ImageSetError(f"{where}: expected a torch tensor (B, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ImageSetError(f"{where}: expected shape (B, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[1] != 3:
+        raise ImageSetError(f"{where}: expected 3 channels (RGB), got {images.shape[1]}")
+    s = image_size
+    if tuple(images.shape[2:]) != (s, s):
+        raise ImageSetError(
+            f"{where}: images are {images.shape[2]}x{images.shape[3]} px but this {method} detector uses "
+            f"image_size {s}; resize the images (e.g. MVTecImageSet(..., image_size={s})) or tile them"
+        )
+    if not images.is_floating_point():
+        raise ImageSetError(f"{where}: expected float images in [0, 1], got dtype {images.dtype}")
+    if images.numel():
+        lo, hi = float(images.min()), float(images.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -RANGE_TOL or hi > 1 + RANGE_TOL:
+            raise ImageSetError(f"{where}: pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
+    return images.float()
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Normalised 1-D Gaussian kernel (2*ceil(truncate*sigma)+1,), like scipy.ndimage.gaussian_filter."""
+    radius = max(int(truncate * sigma + 0.5), 1)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, H, W) maps; sigma in pixels; kernel radius round(4 sigma) like scipy.
+
+    Borders use torch's "reflect" padding (scipy's "mirror" mode; the reference's scipy default, "reflect",
+    repeats the edge pixel once more: a sub-pixel difference at the border only).
+    """
+    if sigma <= 0:
+        return maps
+    kernel = gaussian_kernel1d(sigma).to(device=maps.device, dtype=maps.dtype)
+    r = kernel.numel() // 2
+    x = maps.unsqueeze(1)
+    _, _, h, w = x.shape
+    # reflect padding needs pad < size; fall back to replicate for tiny maps.
+    mode = "reflect" if r < min(h, w) else "replicate"
+    x = F.pad(x, (r, r, 0, 0), mode=mode)
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, r, r), mode=mode)
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x.squeeze(1)
