@@ -201,6 +201,26 @@ def _sim_defect_type(frame: Frame) -> str:
     return "combined" if kinds else "defect"
 
 
+def _sim_mask_kwargs(frame: Frame) -> dict[str, Any]:
+    """``add_capture`` keywords of a simulated frame's mask (none for a real frame).
+
+    With the sim camera's per-pixel kinds (``extra["sim_defect_labels"]`` (H, W) uint8, k = the k-th of
+    ``extra["sim_defect_types"]``) every region gets its own kind; otherwise the whole mask gets
+    :func:`_sim_defect_type`.
+    """
+    sim_mask = frame.extra.get("sim_mask")
+    if sim_mask is None:
+        return {}
+    mask = np.asarray(sim_mask, dtype=bool)
+    kinds = frame.extra.get("sim_defect_types")
+    kind_labels = frame.extra.get("sim_defect_labels")
+    if (isinstance(kinds, list) and kinds and isinstance(kind_labels, np.ndarray)
+            and kind_labels.shape == mask.shape and kind_labels.dtype == np.uint8):
+        return {"mask": kind_labels, "mask_types": [str(k) for k in kinds], "defect_type": "good",
+                "mask_source": "sim"}
+    return {"mask": mask, "defect_type": _sim_defect_type(frame), "mask_source": "sim"}
+
+
 def run_campaign(
     robot: Robot,
     camera: Camera,
@@ -443,12 +463,9 @@ def store_frame(
     extra_meta: Optional[Mapping[str, Any]] = None,
 ) -> Any:
     """Store one frame with its pose metadata, and the simulation's exact mask when the frame carries one
-    (in the same transaction). Shared by capture campaigns and the inspection loop."""
-    sim_mask = frame.extra.get("sim_mask")
-    mask_kwargs: dict[str, Any] = {}
-    if sim_mask is not None:
-        mask_kwargs = {"mask": np.asarray(sim_mask, dtype=bool),
-                       "defect_type": _sim_defect_type(frame), "mask_source": "sim"}
+    (in the same transaction), each region typed with its sim defect kind. Shared by capture campaigns and
+    the inspection loop."""
+    mask_kwargs = _sim_mask_kwargs(frame)
     meta = {"shot": getattr(planned, "shot", None), "grid_index": list(getattr(planned, "grid_index", ()) or ())}
     meta.update(extra_meta or {})
     return store.add_capture(

@@ -6,7 +6,8 @@ distortion), then applies the sensor: vignetting, exposure and gain, shot and re
 8 bits. Pixel formats: Mono8 (H, W), RGB8 (H, W, 3), BayerRG8 (an RGGB mosaic with its noise,
 demosaiced to (H, W, 3) RGB as :class:`acquisition.camera.Frame` specifies).
 
-For the simulation only, every frame carries its exact defect mask in ``extra["sim_mask"]``.
+For the simulation only, every frame carries its exact defect mask in ``extra["sim_mask"]``, the kinds in
+view in ``extra["sim_defect_types"]`` and which kind each defect pixel shows in ``extra["sim_defect_labels"]``.
 """
 from __future__ import annotations
 
@@ -127,6 +128,21 @@ def _combined_type(kinds: list[str]) -> str:
     if not kinds:
         return "good"
     return kinds[0] if len(kinds) == 1 else "combined"
+
+
+def _kind_labels(labels: np.ndarray, rect: tuple[int, int, int, int], label_kinds: dict[int, str],
+                 kinds: list[str]) -> np.ndarray:
+    """Defect labels (h, w) uint8 -> kind labels (h, w) uint8: 1 + the index in ``kinds`` of each defect
+    label's kind (labels without a known kind count as the first kind, so the result > 0 is the mask);
+    only ``rect`` (x0, y0, x1, y1) of ``labels`` can be non-zero."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for label in range(1, 256):
+        kind = label_kinds.get(label)
+        lut[label] = 1 + kinds.index(kind) if kind in kinds else 1
+    out = np.zeros(labels.shape, dtype=np.uint8)
+    x0, y0, x1, y1 = rect
+    out[y0:y1, x0:x1] = cv2.LUT(np.ascontiguousarray(labels[y0:y1, x0:x1]), lut)
+    return out
 
 
 class SimCamera:
@@ -294,7 +310,7 @@ class SimCamera:
             del self._faults["timeout"]
             raise CameraTimeout(f"camera {self.camera_id}: no frame within {timeout_s} s (capture {self._captures})")
         T_base_cam = self.T_base_cam()
-        pixels, mask, kinds = self.render(T_base_cam)
+        pixels, mask, kinds, kind_labels = self.render_with_kinds(T_base_cam)
         self._frame_id += 1
         surface = self.scene.surface
         clock = getattr(self.robot, "clock", None)
@@ -315,6 +331,7 @@ class SimCamera:
                 "sim_mask": mask,
                 "sim_defect_types": kinds,
                 "sim_defect_type": _combined_type(kinds),
+                "sim_defect_labels": kind_labels,
                 "sim_part_id": surface.part_id if surface is not None else None,
                 "sim_part_defective": bool(surface.is_defective) if surface is not None else False,
                 "sim_T_base_cam": [float(v) for v in T_base_cam.to_pose()],
@@ -326,6 +343,11 @@ class SimCamera:
     def render(self, T_base_cam: Transform) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Image (uint8, shape per pixel format), exact defect mask (h, w) bool and the visible defect
         kinds (sorted), seen from ``T_base_cam``. Uses and advances the noise generator."""
+        return self.render_with_kinds(T_base_cam)[:3]
+
+    def render_with_kinds(self, T_base_cam: Transform) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        """:meth:`render`, plus the kind of every defect pixel: (h, w) uint8, 0 = no defect and k = the
+        k-th of the returned kinds (so ``kind_labels > 0`` is exactly the mask)."""
         fmt = self._pixel_format
         color = fmt != "Mono8"
         surface = self.scene.surface
@@ -336,9 +358,11 @@ class SimCamera:
             x0, y0, x1, y1 = result.label_rect
             counts = np.bincount(result.labels[y0:y1, x0:x1].ravel(), minlength=256)
             kinds = sorted({surface.label_kinds[int(k)] for k in np.flatnonzero(counts[1:]) + 1 if int(k) in surface.label_kinds})
+            kind_labels = _kind_labels(result.labels, result.label_rect, surface.label_kinds, kinds)
         else:
             mask = np.zeros((h, w), dtype=bool)
             kinds = []
+            kind_labels = np.zeros((h, w), dtype=np.uint8)
         image = result.image
         if fmt == "BayerRG8":
             image = self._mosaic(image)
@@ -346,7 +370,7 @@ class SimCamera:
         if fmt == "BayerRG8":
             # OpenCV names Bayer patterns by the second row: an RGGB sensor is its "BG" pattern
             raw = cv2.cvtColor(raw, cv2.COLOR_BayerBG2RGB)
-        return raw, mask, kinds
+        return raw, mask, kinds, kind_labels
 
     def _mosaic(self, rgb: np.ndarray) -> np.ndarray:
         """(h, w, 3) RGB -> (h, w) RGGB mosaic (R at even rows/cols of the sensor)."""

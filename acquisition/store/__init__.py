@@ -3,7 +3,7 @@
 Public API: :class:`CaptureStore` and its records. See :mod:`acquisition.store.store` for the folder
 layout and the guarantees, :mod:`acquisition.store.export` for the MVTec AD export.
 """
-from acquisition.store._schema import FORMAT_VERSION, MASK_SOURCES, PART_LABELS, VERDICTS
+from acquisition.store._schema import COMBINED_TYPE, FORMAT_VERSION, MASK_SOURCES, PART_LABELS, VERDICTS
 from acquisition.store.records import (
     CampaignStatus,
     CaptureRecord,
@@ -18,6 +18,7 @@ from acquisition.store.store import ARTIFACT_FOLDERS, CAMPAIGN_STATUSES, Capture
 __all__ = [
     "ARTIFACT_FOLDERS",
     "CAMPAIGN_STATUSES",
+    "COMBINED_TYPE",
     "CampaignStatus",
     "CaptureRecord",
     "CaptureStore",

@@ -149,6 +149,12 @@ def decode_png(path: Path) -> np.ndarray:
     return image
 
 
+#: PNG parameters of masks and type label maps: no row filter and run-length zlib. Label images are long
+#: runs of a few values: this is 2-3x faster to write than the adaptive filters, and the files are smaller.
+_LABEL_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 3, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+              cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+
+
 def encode_mask(mask: np.ndarray) -> tuple[bytes, int]:
     """Encode a (H, W) bool mask as an exact 0/255 single-channel PNG; returns (bytes, defect pixel count)."""
     arr = np.asarray(mask)
@@ -156,7 +162,7 @@ def encode_mask(mask: np.ndarray) -> tuple[bytes, int]:
         raise StoreError(f"a mask must be a 2-D (H, W) array, got shape {arr.shape}")
     binary = arr.astype(bool)
     png = (binary.astype(np.uint8) * 255)
-    ok, buf = cv2.imencode(".png", png, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, buf = cv2.imencode(".png", png, _LABEL_PNG)
     if not ok:
         raise StoreError(f"PNG encoding failed for a mask of shape {arr.shape}")
     return buf.tobytes(), int(binary.sum())
@@ -168,3 +174,22 @@ def decode_mask(path: Path) -> np.ndarray:
     if image.ndim != 2:
         raise StoreError(f"{path}: a mask file must be single-channel")
     return image > 127
+
+
+def encode_labels(labels: np.ndarray) -> bytes:
+    """Encode a (H, W) uint8 per-pixel type label map (0 = no defect, k = the k-th type) as a PNG, exactly."""
+    arr = np.ascontiguousarray(labels)
+    if arr.ndim != 2 or arr.dtype != np.uint8:
+        raise StoreError(f"a type label map must be a 2-D (H, W) uint8 array, got shape {arr.shape} dtype {arr.dtype}")
+    ok, buf = cv2.imencode(".png", arr, _LABEL_PNG)
+    if not ok:
+        raise StoreError(f"PNG encoding failed for a type label map of shape {arr.shape}")
+    return buf.tobytes()
+
+
+def decode_labels(path: Path) -> np.ndarray:
+    """Read a stored type label map PNG as (H, W) uint8 (values exactly as written)."""
+    image = decode_png(path)
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise StoreError(f"{path}: a type label map must be a single-channel 8-bit PNG")
+    return image

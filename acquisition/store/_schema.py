@@ -1,8 +1,12 @@
 """SQL schema of the capture store's manifest (``manifest.sqlite``) and its format version."""
 from __future__ import annotations
 
-#: Bumped whenever the folder layout or the schema changes incompatibly; opening another version refuses.
-FORMAT_VERSION = 1
+#: Bumped whenever the folder layout or the schema changes incompatibly; opening another version refuses,
+#: except the versions in MIGRATABLE_VERSIONS, which are upgraded in place when opened.
+#: 2: per-region defect types (masks.types_json, masks.types_relpath, masks.types_sha256 and the
+#: ``<pose_id>.r<revision>.types.png`` label maps).
+FORMAT_VERSION = 2
+MIGRATABLE_VERSIONS = (1,)
 
 #: Marker file name at the store root (JSON: format, format_version, created, schema).
 STORE_FILE = "store.json"
@@ -12,6 +16,10 @@ FORMAT_NAME = "inspection-cell-capture-store"
 PART_LABELS = ("good", "defective", "unlabelled")
 MASK_SOURCES = ("sim", "human")
 VERDICTS = ("OK", "NOK", "error")
+
+#: The masks row's defect type of a mask whose regions have several types (MVTec AD's folder name for
+#: images showing several defect kinds).
+COMBINED_TYPE = "combined"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS campaigns (
@@ -62,7 +70,10 @@ CREATE TABLE IF NOT EXISTS masks (
     revision     INTEGER NOT NULL,
     sha256       TEXT NOT NULL,
     area_px      INTEGER NOT NULL,
-    updated      TEXT NOT NULL
+    updated      TEXT NOT NULL,
+    types_json   TEXT,
+    types_relpath TEXT,
+    types_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS settings (
     key         TEXT PRIMARY KEY,
@@ -81,6 +92,10 @@ CREATE TABLE IF NOT EXISTS inspections (
 );
 """
 
+#: Columns added to the masks table by format version 2 (``ALTER TABLE`` when a version 1 store is opened;
+#: NULL in the rows of older masks, which read back as one type: the row's defect_type).
+MASKS_V2_COLUMNS = (("types_json", "TEXT"), ("types_relpath", "TEXT"), ("types_sha256", "TEXT"))
+
 #: Human-readable schema summary written into store.json.
 SCHEMA_SUMMARY = {
     "campaigns": ["name", "created", "updated", "status", "config_json", "calibration_id", "summary_json"],
@@ -90,7 +105,8 @@ SCHEMA_SUMMARY = {
         "commanded_pose", "actual_pose", "joints", "exposure_us", "gain_db", "host_timestamp_s",
         "device_timestamp_ns", "frame_id", "camera_id", "calibration_id", "extra_json", "created",
     ],
-    "masks": ["capture_id", "relpath", "defect_type", "source", "revision", "sha256", "area_px", "updated"],
+    "masks": ["capture_id", "relpath", "defect_type", "source", "revision", "sha256", "area_px", "updated",
+              "types_json", "types_relpath", "types_sha256"],
     "settings": ["key", "value_json", "updated"],
     "inspections": ["id", "part_id", "verdict", "reason", "scores_json", "worst_pose", "model_dir", "time"],
 }

@@ -5,9 +5,18 @@ Written layout (``<stem>`` = ``<campaign>_<part_id>_<pose_id>``)::
     train/good/<stem>.png                 captures of good parts in the training split
     test/good/<stem>.png                  captures of good parts in the test split, and captures of
                                           defective parts whose stored mask is empty (defect not in view)
-    test/<defect_type>/<stem>.png         captures of defective parts with a non-empty mask
-    ground_truth/<defect_type>/<stem>_mask.png   their masks, single channel, exactly 0 or 255
-    export.json                           provenance: store, campaigns, split, every file's source row
+    test/<defect_type>/<stem>.png         captures of defective parts with a non-empty mask: <defect_type>
+                                          is the mask's one region type, or ``combined`` when its regions
+                                          have several types
+    ground_truth/<defect_type>/<stem>_mask.png   their binary masks, single channel, exactly 0 or 255
+                                          (nothing else is written under ground_truth/: MVTec readers
+                                          expect exactly one <stem>_mask.png per test image there)
+    region_types/<stem>_types.png         only for ``combined`` images: the per-pixel type label map, single
+                                          channel uint8, 0 = no defect, k = the k-th entry of the image's
+                                          ``types`` in export.json (outside test/ and ground_truth/, so
+                                          MVTec readers ignore it)
+    export.json                           provenance: store, campaigns, split, every file's source row and
+                                          region types
 
 Good parts are split by PART (all poses of a part land in the same split, so no sheet is both trained
 on and tested): a seeded random fraction of parts goes to test, or, with ``train_campaigns``, good parts
@@ -28,12 +37,14 @@ import numpy as np
 
 from acquisition.errors import StoreError
 from acquisition.store import _files
-from acquisition.store.records import CaptureRecord, ExportReport
+from acquisition.store.records import CaptureRecord, ExportReport, MaskInfo
 
 if TYPE_CHECKING:
     from acquisition.store.store import CaptureStore
 
 EXPORT_MARKER = "export.json"
+#: Folder of the per-pixel type label maps of images whose regions have several defect types.
+REGION_TYPES_DIR = "region_types"
 
 
 def _split_good_parts(part_ids: list[str], fraction: float, seed: int) -> set[str]:
@@ -80,7 +91,7 @@ def export_mvtec(
     captures = [c for c in store.captures() if campaigns is None or c.campaign in campaigns]
     labels = {p.part_id: p for p in store.parts()}
     report = ExportReport(out_dir=str(out_dir))
-    plan: list[tuple[CaptureRecord, str, Optional[str]]] = []  # (capture, image dir, mask relpath)
+    plan: list[tuple[CaptureRecord, str, Optional[MaskInfo]]] = []  # (capture, image dir, its defect mask)
 
     good_parts = sorted({c.part_id for c in captures if labels[c.part_id].label == "good"})
     if train_campaigns is not None:
@@ -105,7 +116,7 @@ def export_mvtec(
             elif info.area_px == 0:
                 plan.append((cap, "test/good", None))
             else:
-                plan.append((cap, f"test/{info.defect_type}", info.relpath))
+                plan.append((cap, f"test/{info.defect_type}", info))
     if not plan:
         raise StoreError(f"{store.root}: nothing to export (no labelled parts{' in ' + ', '.join(campaigns) if campaigns else ''})")
     if not any(d == "train/good" for _, d, _ in plan):
@@ -116,19 +127,14 @@ def export_mvtec(
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
-        for cap, subdir, mask_rel in plan:
+        for cap, subdir, info in plan:
             data = _read_checked(store.root / cap.image_relpath, cap.sha256)
             image_rel = f"{subdir}/{cap.stem}.png"
             _write(tmp / image_rel, data)
             entry = {"file": image_rel, "capture_id": cap.id, "campaign": cap.campaign, "part_id": cap.part_id,
                      "pose_id": cap.pose_id, "sha256": cap.sha256, "mask": None}
-            if mask_rel is not None:
-                defect = subdir.split("/", 1)[1]
-                info = store.mask_info(cap.id)
-                mask_data = _read_checked(store.root / mask_rel, info.sha256 if info else "")
-                gt_rel = f"ground_truth/{defect}/{cap.stem}_mask.png"
-                _write(tmp / gt_rel, mask_data)
-                entry["mask"] = gt_rel
+            if info is not None:
+                entry.update(_export_mask(store.root, tmp, cap, subdir.split("/", 1)[1], info))
             files.append(entry)
             report.counts[subdir] = report.counts.get(subdir, 0) + 1
         report.train_parts = sorted({c.part_id for c, d, _ in plan if d == "train/good"})
@@ -160,6 +166,22 @@ def export_mvtec(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def _export_mask(store_root: Path, tmp: Path, cap: CaptureRecord, defect: str, info: MaskInfo) -> dict:
+    """Copy a capture's binary mask to ``ground_truth/<defect>/<stem>_mask.png`` and, when its regions have
+    several types, its type label map to ``region_types/<stem>_types.png`` (both sha256-checked).
+
+    Returns the export.json fields ``mask``, ``types`` (region types; label k = types[k-1]) and
+    ``types_map`` (the label map's path, None for a one-type mask).
+    """
+    gt_rel = f"ground_truth/{defect}/{cap.stem}_mask.png"
+    _write(tmp / gt_rel, _read_checked(store_root / info.relpath, info.sha256))
+    types_rel = None
+    if info.types_relpath is not None:
+        types_rel = f"{REGION_TYPES_DIR}/{cap.stem}_types.png"
+        _write(tmp / types_rel, _read_checked(store_root / info.types_relpath, info.types_sha256 or ""))
+    return {"mask": gt_rel, "types": list(info.types), "types_map": types_rel}
 
 
 def _read_checked(path: Path, sha: str) -> bytes:

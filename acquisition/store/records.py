@@ -43,7 +43,14 @@ class CaptureRecord:
 
 @dataclass(frozen=True)
 class MaskInfo:
-    """Metadata of the mask of one capture (the pixels come from ``CaptureStore.get_mask``)."""
+    """Metadata of the mask of one capture (the pixels come from ``CaptureStore.get_mask`` and
+    ``CaptureStore.mask_labels``).
+
+    ``defect_type``: the single type of the mask's regions, ``combined`` when they have several, or the
+    type given to an empty mask. ``types``: the types of its regions (label k of the type label map is
+    ``types[k-1]``; empty for an empty mask). ``types_relpath`` / ``types_sha256``: the type label map
+    file, None when the mask has at most one type (its binary mask says everything).
+    """
 
     capture_id: int
     relpath: str
@@ -53,6 +60,9 @@ class MaskInfo:
     sha256: str
     area_px: int
     updated: str
+    types: tuple[str, ...] = ()
+    types_relpath: Optional[str] = None
+    types_sha256: Optional[str] = None
 
 
 @dataclass(frozen=True)

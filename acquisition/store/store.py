@@ -6,6 +6,8 @@ Layout of a store folder::
     manifest.sqlite (+ -wal, -shm)               campaigns, parts, captures, masks, inspections
     images/<campaign>/<part_id>/<pose_id>.png    lossless frames (mono or RGB, 8 or 16 bit)
     masks/<campaign>/<part_id>/<pose_id>.r<revision>.png   exact 0/255 defect masks
+    masks/<campaign>/<part_id>/<pose_id>.r<revision>.types.png   per-pixel defect types (uint8), only for
+                                                 a mask whose regions have several types
     (manifest tables: campaigns, parts, captures, masks, inspections, settings)
     campaigns/<campaign>/summary.json            summary of the campaign's last run
 
@@ -21,6 +23,14 @@ part good while it has non-empty masks is refused unless ``clear_masks=True`` (w
 a non-empty mask on a good part is refused. Storing a non-empty mask on an unlabelled part marks it
 defective. A defective part counts as labelled only with at least one masked pose (see :class:`PartInfo`).
 Empty masks (all False) are kept: they record "this pose was looked at and shows no defect".
+
+Defect types per region: every mask revision has a type label map, (H, W) uint8 with 0 = no defect and
+``k`` = the k-th entry of the row's ``types`` list (JSON), and its binary mask is exactly ``label map > 0``.
+A mask of one type is fully described by its binary mask (label map = 1 on the mask), so the label map is
+written as a file (``.types.png``, same crash-safe write, before the row) only when the regions have
+several types. The row's ``defect_type`` is the single type, ``combined`` for several types, or the type
+given for an empty mask (``good`` by default). Stores of format version 1 (one type per mask) are
+upgraded in place when opened: their masks read back as one type, the row's defect_type.
 """
 from __future__ import annotations
 
@@ -29,6 +39,7 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -38,11 +49,14 @@ import numpy as np
 from acquisition.camera import Frame
 from acquisition.errors import StoreError
 from acquisition.store import _files
+from acquisition.store._labels import normalize_labels, row_defect_type
 from acquisition.store._schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_FILE,
     MASK_SOURCES,
+    MASKS_V2_COLUMNS,
+    MIGRATABLE_VERSIONS,
     PART_LABELS,
     SCHEMA,
     SCHEMA_SUMMARY,
@@ -100,6 +114,39 @@ def _is_plain_json(value: Any) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _MaskPayload:
+    """A mask revision encoded for storage: the 0/255 mask PNG, the type label map PNG (None when the
+    mask has at most one type), the defect pixel count, the types present and the row's defect type."""
+
+    mask_png: bytes
+    types_png: Optional[bytes]
+    area: int
+    types: list[str]
+    defect_type: str
+
+
+def _mask_payload(labels: np.ndarray, types: Sequence[str], empty_type: str, what: str) -> _MaskPayload:
+    """Encode a type label map ((H, W), 0 = no defect, k = ``types[k-1]``) and its binary mask."""
+    labels, types, area = normalize_labels(labels, types, what)
+    mask_png, _ = _files.encode_mask(labels > 0)
+    types_png = _files.encode_labels(labels) if len(types) > 1 else None
+    return _MaskPayload(mask_png, types_png, area, types, row_defect_type(types, empty_type))
+
+
+def _binary_labels(mask: np.ndarray) -> np.ndarray:
+    """A (H, W) bool mask as a one-type label map: (H, W) uint8, 1 on the mask."""
+    return np.asarray(mask).astype(bool).view(np.uint8)
+
+
+def _row_types(row: sqlite3.Row) -> tuple[str, ...]:
+    """The types of a masks row: its ``types_json``, or for a row written before per-region types, its
+    defect_type when the mask is non-empty."""
+    if row["types_json"] is not None:
+        return tuple(json.loads(row["types_json"]))
+    return (row["defect_type"],) if int(row["area_px"]) > 0 else ()
+
+
 def _dumps(value: Any, what: str) -> str:
     try:
         return json.dumps(value, default=_json_default, sort_keys=True)
@@ -131,8 +178,14 @@ class CaptureStore:
                     raise StoreError(f"{self.root}: not a capture store (no {STORE_FILE})")
                 raise StoreError(f"{self.root}: no such capture store")
             self._initialise()
-        self._check_marker(marker)
+        version = self._check_marker(marker)
         self._connect()
+        if version != FORMAT_VERSION:
+            try:
+                self._migrate(marker)
+            except BaseException:
+                self.close()
+                raise
 
     # ------------------------------------------------------------------ opening
     def _initialise(self) -> None:
@@ -156,7 +209,8 @@ class CaptureStore:
         _files.atomic_write(self.root / STORE_FILE, (json.dumps(meta, indent=2) + "\n").encode())
         self.close()
 
-    def _check_marker(self, marker: Path) -> None:
+    def _check_marker(self, marker: Path) -> int:
+        """Read the marker; returns its format version (FORMAT_VERSION or one of MIGRATABLE_VERSIONS)."""
         try:
             meta = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -164,11 +218,33 @@ class CaptureStore:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
             raise StoreError(f"{marker}: not a capture store marker (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
         version = meta.get("format_version")
-        if version != FORMAT_VERSION:
+        if version != FORMAT_VERSION and version not in MIGRATABLE_VERSIONS:
             raise StoreError(
                 f"{self.root}: store format version {version!r} is not supported (this software reads {FORMAT_VERSION})"
             )
         self.created = str(meta.get("created", ""))
+        return int(version)
+
+    def _migrate(self, marker: Path) -> None:
+        """Upgrade an older store in place: add the masks columns of per-region types, then the marker.
+
+        The columns are added in one write transaction (re-checked inside it, so two processes opening
+        the same old store do not collide); the marker is rewritten afterwards, so a crash in between
+        only repeats the (idempotent) upgrade at the next open. Old mask rows keep NULL types.
+        """
+        with self._write() as db:
+            try:
+                present = {row["name"] for row in db.execute("PRAGMA table_info(masks)").fetchall()}
+                for name, kind in MASKS_V2_COLUMNS:
+                    if name not in present:
+                        db.execute(f"ALTER TABLE masks ADD COLUMN {name} {kind}")
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"{self.root / MANIFEST_FILE}: cannot upgrade the manifest to store format {FORMAT_VERSION}: {exc}"
+                ) from None
+        meta = json.loads(marker.read_text(encoding="utf-8"))
+        meta.update({"format_version": FORMAT_VERSION, "schema": SCHEMA_SUMMARY, "upgraded": _now()})
+        _files.atomic_write(marker, (json.dumps(meta, indent=2) + "\n").encode())
 
     def _connect(self) -> None:
         path = self.root / MANIFEST_FILE
@@ -340,13 +416,16 @@ class CaptureStore:
         mask: Optional[np.ndarray] = None,
         defect_type: str = "good",
         mask_source: str = "sim",
+        mask_types: Optional[Sequence[str]] = None,
     ) -> CaptureRecord:
         """Store one frame crash-safely and return its record.
 
         ``commanded_pose`` / ``actual_pose``: (6,) TCP poses (m, rotation vector); ``joints``: (6,) rad.
         ``extra_meta``: JSON-able metadata kept with the row (with the plain-JSON entries of
         ``frame.extra``; arrays such as the sim mask and other objects are not copied). ``mask``: optional (H, W) bool defect mask stored in the same
-        transaction (revision 1) with ``defect_type`` and ``mask_source``.
+        transaction (revision 1) with ``defect_type`` and ``mask_source``. With ``mask_types``, ``mask`` is instead
+        an (H, W) uint8 type label map (0 = no defect, k = ``mask_types[k-1]``, see :meth:`set_mask_labels`) and
+        ``defect_type`` only names an empty one.
 
         The image (and mask) files are complete on disk before the row is committed. The campaign must
         have been started; (campaign, part_id, pose_id) must be new, otherwise StoreError. A write
@@ -369,7 +448,12 @@ class CaptureStore:
                 raise StoreError(
                     f"mask of {relpath} has shape {np.shape(mask)}, the image is {(frame.height, frame.width)}"
                 )
-            mask_payload = _files.encode_mask(mask)
+            if mask_types is None:
+                mask_payload = _mask_payload(_binary_labels(mask), [defect_type], defect_type, f"mask of {relpath}")
+            else:
+                mask_payload = _mask_payload(mask, mask_types, defect_type, f"mask of {relpath}")
+        elif mask_types is not None:
+            raise StoreError(f"mask types {list(mask_types)} given for {relpath} without a mask")
         with self._write() as db:
             if db.execute("SELECT 1 FROM campaigns WHERE name = ?", (campaign,)).fetchone() is None:
                 raise StoreError(f"unknown campaign {campaign!r} in {self.root}: start_campaign first")
@@ -379,14 +463,13 @@ class CaptureStore:
             ).fetchone() is not None:
                 raise StoreError(f"capture {relpath} already exists in {self.root}")
             label_row = db.execute("SELECT label FROM parts WHERE part_id = ?", (part_id,)).fetchone()
-            if mask_payload is not None and mask_payload[1] > 0 and label_row is not None and label_row["label"] == "good":
+            if mask_payload is not None and mask_payload.area > 0 and label_row is not None and label_row["label"] == "good":
                 raise StoreError(f"part {part_id!r} is marked good: a defect mask cannot be stored for {relpath}")
             # Files first (complete and durable), row last.
             _files.atomic_write(self.root / relpath, png)
-            mask_rel = None
+            mask_rels = None
             if mask_payload is not None:
-                mask_rel = f"masks/{campaign}/{part_id}/{pose_id}.r1.png"
-                _files.atomic_write(self.root / mask_rel, mask_payload[0])
+                mask_rels = self._write_mask_files(f"masks/{campaign}/{part_id}/{pose_id}.r1", mask_payload)
             now = _now()
             if label_row is None:
                 db.execute(
@@ -407,14 +490,9 @@ class CaptureStore:
                 ),
             )
             capture_id = int(cur.lastrowid)
-            if mask_payload is not None:
-                db.execute(
-                    "INSERT INTO masks (capture_id, relpath, defect_type, source, revision, sha256, area_px, updated)"
-                    " VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
-                    (capture_id, mask_rel, defect_type, mask_source, _files.sha256_bytes(mask_payload[0]),
-                     mask_payload[1], now),
-                )
-                if mask_payload[1] > 0 and (label_row is None or label_row["label"] == "unlabelled"):
+            if mask_payload is not None and mask_rels is not None:
+                self._upsert_mask_row(db, capture_id, mask_payload, mask_rels, mask_source, 1, now)
+                if mask_payload.area > 0 and (label_row is None or label_row["label"] == "unlabelled"):
                     db.execute(
                         "UPDATE parts SET label = 'defective', source = ?, updated = ? WHERE part_id = ?",
                         (mask_source, now, part_id),
@@ -503,7 +581,8 @@ class CaptureStore:
         with self._write() as db:
             if label == "good":
                 rows = db.execute(
-                    "SELECT m.capture_id, m.relpath, m.area_px FROM masks m JOIN captures c ON c.id = m.capture_id"
+                    "SELECT m.capture_id, m.relpath, m.types_relpath, m.area_px FROM masks m"
+                    " JOIN captures c ON c.id = m.capture_id"
                     " WHERE c.part_id = ?", (part_id,),
                 ).fetchall()
                 masked = [r for r in rows if r["area_px"] > 0]
@@ -514,7 +593,7 @@ class CaptureStore:
                     )
                 if masked:
                     db.executemany("DELETE FROM masks WHERE capture_id = ?", [(r["capture_id"],) for r in rows])
-                    stale = [r["relpath"] for r in rows]
+                    stale = [rel for r in rows for rel in (r["relpath"], r["types_relpath"]) if rel]
             db.execute(
                 "INSERT INTO parts (part_id, label, source, updated) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(part_id) DO UPDATE SET label = excluded.label, source = excluded.source,"
@@ -581,21 +660,54 @@ class CaptureStore:
     ) -> int:
         """Store the (H, W) bool defect mask of a capture atomically; returns the new revision.
 
+        Every region of the mask gets ``defect_type`` (:meth:`set_mask_labels` stores several types).
         ``revision``: the revision the caller's edit is based on (0 = no mask yet). When given and the
         stored revision differs, raises StoreError ("mask of capture N changed since revision R ...")
         and stores nothing; when None, the last write wins. The mask is kept exactly (0/255 PNG).
         A non-empty mask on a part marked good is refused; on an unlabelled part it marks it defective.
         """
         self._check_mask_args(defect_type, source)
+        capture = self._check_mask_shape(capture_id, mask)
+        payload = _mask_payload(_binary_labels(mask), [defect_type], defect_type, f"mask of capture {capture.id}")
+        return self._store_mask(capture, payload, source, revision)
+
+    def set_mask_labels(
+        self,
+        capture_id: int,
+        labels: np.ndarray,
+        types: Sequence[str],
+        source: str = "human",
+        revision: Optional[int] = None,
+        *,
+        empty_type: str = "good",
+    ) -> int:
+        """Store a capture's mask with a defect type per region, atomically; returns the new revision.
+
+        ``labels``: (H, W) integer type label map, 0 = no defect, ``k`` = ``types[k-1]``; ``types``: distinct
+        defect type names. Types that no pixel uses are dropped (the stored list is exactly the types
+        present, in the given order, and the map is renumbered to match). The binary mask ``labels > 0`` is
+        stored as by :meth:`set_mask`; the row's defect_type is the single type, ``combined`` for several,
+        or ``empty_type`` for an empty mask. Same revision check and part-label rules as :meth:`set_mask`.
+        """
+        self._check_mask_args(empty_type, source)
+        capture = self._check_mask_shape(capture_id, labels)
+        payload = _mask_payload(labels, types, empty_type, f"mask of capture {capture.id}")
+        return self._store_mask(capture, payload, source, revision)
+
+    def _check_mask_shape(self, capture_id: int, mask: np.ndarray) -> CaptureRecord:
         capture = self.get_capture(capture_id)
         if tuple(np.shape(mask)) != (capture.height, capture.width):
             raise StoreError(
                 f"mask for capture {capture_id} has shape {np.shape(mask)}, the image is {(capture.height, capture.width)}"
             )
-        png, area = _files.encode_mask(mask)
-        old_relpath = None
+        return capture
+
+    def _store_mask(self, capture: CaptureRecord, payload: _MaskPayload, source: str, revision: Optional[int]) -> int:
+        """Write a new revision of a capture's mask (files first, then the row; old files removed last)."""
         with self._write() as db:
-            row = db.execute("SELECT relpath, revision FROM masks WHERE capture_id = ?", (capture.id,)).fetchone()
+            row = db.execute(
+                "SELECT relpath, types_relpath, revision FROM masks WHERE capture_id = ?", (capture.id,)
+            ).fetchone()
             current = int(row["revision"]) if row else 0
             if revision is not None and int(revision) != current:
                 raise StoreError(
@@ -603,30 +715,49 @@ class CaptureStore:
                     "reload it before saving"
                 )
             label = db.execute("SELECT label FROM parts WHERE part_id = ?", (capture.part_id,)).fetchone()["label"]
-            if area > 0 and label == "good":
+            if payload.area > 0 and label == "good":
                 raise StoreError(
                     f"part {capture.part_id!r} is marked good: mark it defective before storing a defect mask"
                 )
             new_rev = current + 1
-            relpath = f"masks/{capture.campaign}/{capture.part_id}/{capture.pose_id}.r{new_rev}.png"
-            _files.atomic_write(self.root / relpath, png)
+            rels = self._write_mask_files(f"masks/{capture.campaign}/{capture.part_id}/{capture.pose_id}.r{new_rev}", payload)
             now = _now()
-            db.execute(
-                "INSERT INTO masks (capture_id, relpath, defect_type, source, revision, sha256, area_px, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(capture_id) DO UPDATE SET relpath = excluded.relpath,"
-                " defect_type = excluded.defect_type, source = excluded.source, revision = excluded.revision,"
-                " sha256 = excluded.sha256, area_px = excluded.area_px, updated = excluded.updated",
-                (capture.id, relpath, defect_type, source, new_rev, _files.sha256_bytes(png), area, now),
-            )
-            if area > 0 and label == "unlabelled":
+            self._upsert_mask_row(db, capture.id, payload, rels, source, new_rev, now)
+            if payload.area > 0 and label == "unlabelled":
                 db.execute(
                     "UPDATE parts SET label = 'defective', source = ?, updated = ? WHERE part_id = ?",
                     (source, now, capture.part_id),
                 )
-            old_relpath = row["relpath"] if row else None
-        if old_relpath and old_relpath != relpath:
-            self._remove_files([old_relpath])
+        if row is not None:
+            self._remove_files([rel for rel in (row["relpath"], row["types_relpath"]) if rel and rel not in rels])
         return new_rev
+
+    def _write_mask_files(self, base: str, payload: _MaskPayload) -> tuple[str, Optional[str]]:
+        """Write ``<base>.png`` (and ``<base>.types.png`` when there are several types) crash-safely;
+        returns their relpaths (the second None when not written)."""
+        relpath = f"{base}.png"
+        _files.atomic_write(self.root / relpath, payload.mask_png)
+        types_rel = None
+        if payload.types_png is not None:
+            types_rel = f"{base}.types.png"
+            _files.atomic_write(self.root / types_rel, payload.types_png)
+        return relpath, types_rel
+
+    @staticmethod
+    def _upsert_mask_row(db: sqlite3.Connection, capture_id: int, payload: _MaskPayload,
+                         rels: tuple[str, Optional[str]], source: str, revision: int, now: str) -> None:
+        types_sha = None if payload.types_png is None else _files.sha256_bytes(payload.types_png)
+        db.execute(
+            "INSERT INTO masks (capture_id, relpath, defect_type, source, revision, sha256, area_px, updated,"
+            " types_json, types_relpath, types_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(capture_id) DO UPDATE SET relpath = excluded.relpath,"
+            " defect_type = excluded.defect_type, source = excluded.source, revision = excluded.revision,"
+            " sha256 = excluded.sha256, area_px = excluded.area_px, updated = excluded.updated,"
+            " types_json = excluded.types_json, types_relpath = excluded.types_relpath,"
+            " types_sha256 = excluded.types_sha256",
+            (capture_id, rels[0], payload.defect_type, source, revision, _files.sha256_bytes(payload.mask_png),
+             payload.area, now, json.dumps(payload.types), rels[1], types_sha),
+        )
 
     def mask_info(self, capture_id: int) -> Optional[MaskInfo]:
         """Metadata of a capture's mask, or None when it has none."""
@@ -637,6 +768,7 @@ class CaptureStore:
         return MaskInfo(
             capture_id=int(r["capture_id"]), relpath=r["relpath"], defect_type=r["defect_type"], source=r["source"],
             revision=int(r["revision"]), sha256=r["sha256"], area_px=int(r["area_px"]), updated=r["updated"],
+            types=_row_types(r), types_relpath=r["types_relpath"], types_sha256=r["types_sha256"],
         )
 
     def get_mask(self, capture_id: int) -> tuple[Optional[np.ndarray], Optional[str], int]:
@@ -647,10 +779,32 @@ class CaptureStore:
             return None, None, 0
         return _files.decode_mask(self.root / info.relpath), info.defect_type, info.revision
 
+    def mask_labels(self, capture_id: int) -> tuple[Optional[np.ndarray], list[str], int]:
+        """``(type label map (H, W) uint8 | None, types, revision)`` of a capture's mask; revision 0: no mask.
+
+        0 = no defect, ``k`` = ``types[k-1]``. A mask of one type (and every mask stored before per-region
+        types) reads back as 1 on its binary mask with its row's defect type; an empty mask has no types.
+        A label map file that does not match its binary mask raises StoreError (the store is damaged).
+        """
+        info = self.mask_info(capture_id)
+        if info is None:
+            self.get_capture(capture_id)  # unknown capture -> StoreError
+            return None, [], 0
+        mask = _files.decode_mask(self.root / info.relpath)
+        if info.types_relpath is None:
+            return mask.view(np.uint8).copy(), list(info.types), info.revision
+        path = self.root / info.types_relpath
+        labels = _files.decode_labels(path)
+        if labels.shape != mask.shape or not np.array_equal(labels > 0, mask) or int(labels.max()) > len(info.types):
+            raise StoreError(f"{path}: type label map does not match its mask {info.relpath} (the store is damaged)")
+        return labels, list(info.types), info.revision
+
     def delete_mask(self, capture_id: int, revision: Optional[int] = None) -> None:
         """Remove a capture's mask (same revision check as :meth:`set_mask`); no mask -> no-op."""
         with self._write() as db:
-            row = db.execute("SELECT relpath, revision FROM masks WHERE capture_id = ?", (int(capture_id),)).fetchone()
+            row = db.execute(
+                "SELECT relpath, types_relpath, revision FROM masks WHERE capture_id = ?", (int(capture_id),)
+            ).fetchone()
             current = int(row["revision"]) if row else 0
             if revision is not None and int(revision) != current:
                 raise StoreError(
@@ -660,12 +814,12 @@ class CaptureStore:
             if row is None:
                 return
             db.execute("DELETE FROM masks WHERE capture_id = ?", (int(capture_id),))
-        self._remove_files([row["relpath"]])
+        self._remove_files([rel for rel in (row["relpath"], row["types_relpath"]) if rel])
 
     def defect_types(self) -> list[str]:
-        """Distinct defect types of the stored non-empty masks, sorted."""
-        rows = self._query("SELECT DISTINCT defect_type FROM masks WHERE area_px > 0 ORDER BY defect_type")
-        return [r["defect_type"] for r in rows]
+        """Distinct defect types of the regions of the stored non-empty masks, sorted."""
+        rows = self._query("SELECT DISTINCT defect_type, types_json, area_px FROM masks WHERE area_px > 0")
+        return sorted({name for row in rows for name in _row_types(row)})
 
     # ------------------------------------------------------------------ settings
     def get_setting(self, key: str, default: Any = None) -> Any:
@@ -768,7 +922,8 @@ class CaptureStore:
         return removed
 
     def verify(self) -> VerifyReport:
-        """Check every capture row's image and every mask row's file: exists and matches its sha256.
+        """Check every capture row's image and every mask row's files (mask, type label map): exist and match
+        their sha256.
 
         Files under ``images/`` and ``masks/`` that no row references are listed as orphans (harmless).
         """
@@ -778,10 +933,13 @@ class CaptureStore:
             report.n_captures += 1
             referenced.add(row["rel"])
             self._verify_file(row["rel"], row["sha256"], report)
-        for row in self._query("SELECT relpath AS rel, sha256 FROM masks"):
+        for row in self._query("SELECT relpath AS rel, sha256, types_relpath, types_sha256 FROM masks"):
             report.n_masks += 1
             referenced.add(row["rel"])
             self._verify_file(row["rel"], row["sha256"], report)
+            if row["types_relpath"]:
+                referenced.add(row["types_relpath"])
+                self._verify_file(row["types_relpath"], row["types_sha256"], report)
         for top in ("images", "masks"):
             base = self.root / top
             if base.exists():

@@ -95,7 +95,11 @@ def export(
     train_campaigns: tuple[str, ...],
     overwrite: bool,
 ) -> None:
-    """Write the labelled captures of DATASET as train/good, test/<defect>, ground_truth/<defect>."""
+    """Write the labelled captures of DATASET as train/good, test/<defect>, ground_truth/<defect>.
+
+    <defect> is a mask's one region type, or "combined" when its regions have several types (their type
+    maps go to region_types/, their types to export.json).
+    """
     with CaptureStore(dataset) as store:
         report = store.export_mvtec(
             out_dir,

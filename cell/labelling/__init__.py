@@ -1,6 +1,9 @@
 """The labelling app: ground-truth defect masks for captured image sets, edited in the browser.
 
-Modules: :mod:`.masks` (pure mask logic: brush, eraser, superpixels, polygon, flood fill, undo/redo),
+Masks carry a defect type per region (a per-pixel type map stored beside the binary mask).
+
+Modules: :mod:`.masks` (pure mask logic: brush, eraser, superpixels, polygon, flood fill, typed masks,
+undo/redo),
 :mod:`.carry` (carrying a mask across poses through the table-plane homography), :mod:`.review`
 (a trained model's heatmaps and the disagreement ranking), :mod:`.api` (the app's operations over a
 capture store, transport-free), :mod:`.server` (the local HTTP server and its safety checks) and

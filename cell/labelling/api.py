@@ -4,10 +4,14 @@
 part labels, carry-over proposals, review ranking) with plain dicts and bytes, and raises
 :class:`ApiError` (an HTTP status and a one-line reason) for anything the client got wrong. Every
 mask edit is applied to the stored mask with :mod:`cell.labelling.masks` and written back to the store
-at once (atomic file + row, revision checked), so what the user sees is what is stored.
+at once (atomic files + row, revision checked), so what the user sees is what is stored. Masks carry a
+defect type per pixel (:class:`~cell.labelling.masks.TypedMask`): painting edits give their pixels the
+edit's ``defect_type``, erasing clears pixels whatever their type.
 
 Wire format of a mask or a mask patch: ``{"x", "y", "w", "h", "bits"}``, ``bits`` = base64 of the
-row-major packed bits (most significant bit first) of the (h, w) bool region at (x, y).
+row-major packed bits (most significant bit first) of the (h, w) bool region at (x, y). A typed mask's
+patch adds ``"types"`` (the mask's type names) and ``"runs"`` (:func:`~cell.labelling.masks.label_runs`:
+``[k1, n1, k2, n2, ...]``, the type ``types[k-1]`` of the region's defect pixels in row-major order).
 """
 from __future__ import annotations
 
@@ -23,15 +27,20 @@ import cv2
 import numpy as np
 
 from acquisition.errors import StoreError
-from acquisition.store import CaptureRecord, CaptureStore
+from acquisition.store import COMBINED_TYPE, CaptureRecord, CaptureStore
+from acquisition.store._files import check_name
+from acquisition.store._labels import row_defect_type
 from cell.labelling import masks as M
-from cell.labelling.carry import CarryError, CarryGeometry, carry_mask
+from cell.labelling.carry import CarryError, CarryGeometry, carry_labels
 from cell.labelling.review import Disagreement, ScoreProvider, disagreement, heatmap_rgba, rank_disagreements
 
 #: Folder (inside the dataset) of the app's own settings; the store ignores it.
 SETTINGS_DIR = "labelling"
 SETTINGS_FILE = "settings.json"
 DEFAULT_DEFECT_TYPE = "defect"
+#: Names that cannot be a region's defect type: "good" is the MVTec folder of defect-free images and
+#: "combined" the type of a mask whose regions have several types.
+RESERVED_TYPES = ("good", COMBINED_TYPE)
 MAX_POINTS = 20000
 
 
@@ -71,9 +80,14 @@ class _LRU:
             self._data.pop(key, None)
 
 
-def encode_patch(mask: np.ndarray, bbox: M.BBox | None = None) -> dict[str, Any]:
-    """The wire form of ``mask`` (H, W) bool, or of its region ``bbox`` (x0, y0, x1, y1)."""
+def encode_patch(mask: np.ndarray | M.TypedMask, bbox: M.BBox | None = None) -> dict[str, Any]:
+    """The wire form of ``mask`` ((H, W) bool or a TypedMask), or of its region ``bbox`` (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = bbox if bbox is not None else (0, 0, mask.shape[1], mask.shape[0])
+    if isinstance(mask, M.TypedMask):
+        labels = mask.labels[y0:y1, x0:x1]
+        patch = encode_patch(labels > 0, None)
+        patch.update(x=x0, y=y0, types=list(mask.types), runs=M.label_runs(labels))
+        return patch
     region = mask[y0:y1, x0:x1]
     return {"x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0, "bits": base64.b64encode(M.pack_bits(region)).decode("ascii")}
 
@@ -84,6 +98,15 @@ def decode_patch(patch: Mapping[str, Any], shape: tuple[int, int]) -> np.ndarray
     out = np.zeros(shape, dtype=bool)
     out[y : y + h, x : x + w] = M.unpack_bits(base64.b64decode(patch["bits"]), (h, w))
     return out
+
+
+def decode_typed_patch(patch: Mapping[str, Any], shape: tuple[int, int]) -> M.TypedMask:
+    """A full (H, W) TypedMask from a typed wire patch (pixels outside the patch have no defect)."""
+    x, y, w, h = (int(patch[k]) for k in ("x", "y", "w", "h"))
+    region = M.unpack_bits(base64.b64decode(patch["bits"]), (h, w))
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[y : y + h, x : x + w] = M.labels_from_runs(region, patch["runs"])
+    return M.TypedMask(labels, tuple(patch["types"]))
 
 
 def display_png(image: np.ndarray) -> bytes:
@@ -149,9 +172,9 @@ class LabellingApp:
         self._superpixels = _LRU(cache_size)
         self._superpixel_pngs = _LRU(cache_size * 2)
         self._maps = _LRU(cache_size)
-        self._masks = _LRU(cache_size * 2)  # capture id -> (revision, mask, defect type, source)
+        self._masks = _LRU(cache_size * 2)  # capture id -> (revision, TypedMask, row defect type, source)
         self._histories: dict[int, tuple[M.EditHistory, int]] = {}
-        self._proposals: dict[int, tuple[np.ndarray, str, int]] = {}  # dst id -> (mask, type, src id)
+        self._proposals: dict[int, tuple[M.TypedMask, int]] = {}  # dst id -> (carried typed mask, src id)
         self._edit_locks: dict[Any, threading.Lock] = {}
         self._lock = threading.Lock()
         self._review: dict[int, Disagreement] = {}
@@ -186,23 +209,28 @@ class LabellingApp:
             self._images.put(record.id, image)
         return image
 
-    def _mask_entry(self, record: CaptureRecord) -> tuple[int, np.ndarray, str | None, str | None]:
+    def _mask_entry(self, record: CaptureRecord) -> tuple[int, M.TypedMask, str | None, str | None]:
+        """``(revision, typed mask, row defect type | None, source | None)`` of the stored mask (cached)."""
         info = self.store.mask_info(record.id)
         revision = info.revision if info else 0
         cached = self._masks.get(record.id)
         if cached is not None and cached[0] == revision and revision != 0:
             return cached
         if info is None:
-            entry = (0, np.zeros((record.height, record.width), dtype=bool), None, None)
+            entry = (0, M.TypedMask.empty((record.height, record.width)), None, None)
         else:
-            mask, defect_type, revision = self.store.get_mask(record.id)
-            entry = (revision, mask, defect_type, info.source)
+            try:
+                labels, types, revision = self.store.mask_labels(record.id)
+            except StoreError as exc:
+                raise ApiError(500, str(exc)) from None
+            entry = (revision, M.TypedMask(labels, tuple(types)), info.defect_type, info.source)
         self._masks.put(record.id, entry)
         return entry
 
     # ------------------------------------------------------------------ settings
     def defect_types(self) -> list[str]:
-        """The dataset's defect types: the ones added in the app plus those already used by masks."""
+        """The dataset's defect types: the ones added in the app plus those already used by mask regions
+        (without the reserved names, which no region can be painted with)."""
         types: list[str] = []
         if self.settings_path.is_file():
             try:
@@ -213,18 +241,26 @@ class LabellingApp:
         for t in self.store.defect_types():
             if t not in types:
                 types.append(t)
-        return types or [DEFAULT_DEFECT_TYPE]
+        return [t for t in types if t not in RESERVED_TYPES] or [DEFAULT_DEFECT_TYPE]
 
-    def add_defect_type(self, name: Any) -> dict[str, Any]:
+    @staticmethod
+    def _check_type(name: Any, key: str = "defect_type") -> str:
+        """A defect type a region may be painted with (a safe name, not reserved); else ApiError 400."""
         if not isinstance(name, str) or not name.strip():
-            raise ApiError(400, "defect type must be a non-empty string")
+            raise ApiError(400, f"'{key}' must be a non-empty string")
         name = name.strip()
-        from acquisition.store._files import check_name
-
         try:
             check_name("defect type", name)
         except StoreError as exc:
             raise ApiError(400, str(exc)) from None
+        if name in RESERVED_TYPES:
+            raise ApiError(400, f"defect type {name!r} is reserved ({' and '.join(RESERVED_TYPES)} are not region types)")
+        return name
+
+    def add_defect_type(self, name: Any) -> dict[str, Any]:
+        if not isinstance(name, str) or not name.strip():
+            raise ApiError(400, "defect type must be a non-empty string")
+        name = self._check_type(name, "name")
         with self._lock:
             types = self.defect_types()
             if name not in types:
@@ -262,6 +298,7 @@ class LabellingApp:
                     "revision": info.revision if info else 0,
                     "area_px": info.area_px if info else 0,
                     "defect_type": info.defect_type if info else None,
+                    "types": list(info.types) if info else [],
                     "has_proposal": rec.id in self._proposals,
                 }
             )
@@ -335,8 +372,10 @@ class LabellingApp:
         return history
 
     def mask_state(self, capture_id: Any) -> dict[str, Any]:
+        """The stored mask of a capture (typed wire patch of the whole image), its revision, row defect
+        type (one type, ``combined`` or None), region types, undo state and pending carried proposal."""
         record = self.capture(capture_id)
-        revision, mask, defect_type, source = self._mask_entry(record)
+        revision, typed, defect_type, source = self._mask_entry(record)
         history = self._history(record.id, revision)
         proposal = self._proposals.get(record.id)
         return {
@@ -345,12 +384,13 @@ class LabellingApp:
             "height": record.height,
             "revision": revision,
             "defect_type": defect_type,
+            "types": list(typed.types),
             "source": source,
-            "area_px": int(np.count_nonzero(mask)),
-            "mask": encode_patch(mask),
+            "area_px": int(np.count_nonzero(typed.labels)),
+            "mask": encode_patch(typed),
             "can_undo": history.can_undo,
             "can_redo": history.can_redo,
-            "proposal": None if proposal is None else {"mask": encode_patch(proposal[0]), "from": proposal[2]},
+            "proposal": None if proposal is None else {"mask": encode_patch(proposal[0]), "from": proposal[1]},
             "part_label": self.store.part_label(record.part_id),
         }
 
@@ -367,7 +407,10 @@ class LabellingApp:
         ``body``: ``{"op": ..., "base_revision": int, "defect_type": str, ...}`` with ops
         ``brush`` / ``erase`` (``points`` [[x, y], ...], ``radius`` px), ``superpixel`` (``points``,
         ``value`` true | false | "toggle"), ``polygon`` (``points``, ``value``), ``flood`` (``seed`` [x, y],
-        ``tolerance`` grey levels, ``value``), ``clear``, ``set_type``, ``accept_proposal``, ``undo``, ``redo``.
+        ``tolerance`` grey levels, ``value``), ``clear``, ``set_type`` (every region gets ``defect_type``),
+        ``accept_proposal``, ``undo``, ``redo``. Painting (brush, superpixel/polygon/flood with a true
+        value) gives its pixels ``defect_type`` (default: the mask's only type, else the dataset's first),
+        re-typing pixels of another type; erase and removals clear pixels whatever their type.
         A ``base_revision`` other than the stored one -> 409 (another tab saved in between).
         """
         record = self.capture(capture_id)
@@ -378,7 +421,7 @@ class LabellingApp:
         if not isinstance(base, int) or isinstance(base, bool):
             raise ApiError(400, "edit needs an integer 'base_revision' (the revision the edit is based on)")
         with self._edit_lock(record.id):
-            revision, mask, stored_type, _ = self._mask_entry(record)
+            revision, typed, stored_type, _ = self._mask_entry(record)
             if base != revision:
                 raise ApiError(
                     409,
@@ -386,37 +429,50 @@ class LabellingApp:
                     f"this edit is based on {base}): reloaded, please redo the edit",
                 )
             history = self._history(record.id, revision)
-            defect_type = body.get("defect_type", stored_type) or stored_type or self.defect_types()[0]
-            if not isinstance(defect_type, str):
-                raise ApiError(400, "'defect_type' must be a string")
-            new = self._apply(op, record, mask, body, history)
+            defect_type = self._paint_type(body, typed)
+            new = self._apply(op, record, typed, body, history, defect_type)
             if new is None:
-                return self._edit_reply(record, revision, mask, mask, history, changed=False)
+                return self._edit_reply(record, revision, typed, typed, stored_type, history, changed=False)
             if op not in ("undo", "redo"):
-                history.record(mask, new)
-            if new.any() and self.store.part_label(record.part_id) == "good":
+                history.record(typed, new)
+            if new.labels.any() and self.store.part_label(record.part_id) == "good":
                 self.store.set_part_label(record.part_id, "defective")
             try:
-                new_revision = self.store.set_mask(record.id, new, defect_type, "human", revision=revision)
+                new_revision = self.store.set_mask_labels(record.id, new.labels, new.types, "human", revision=revision)
             except StoreError as exc:
                 self._masks.pop(record.id)
                 history.clear()
                 status = 409 if "changed since revision" in str(exc) else 400
                 raise ApiError(status, str(exc)) from None
-            self._masks.put(record.id, (new_revision, new, defect_type, "human"))
+            row_type = row_defect_type(new.types, "good")  # what set_mask_labels stored
+            self._masks.put(record.id, (new_revision, new, row_type, "human"))
             self._histories[record.id] = (history, new_revision)
             if op == "accept_proposal":
                 self._proposals.pop(record.id, None)
-            return self._edit_reply(record, new_revision, mask, new, history, changed=True)
+            return self._edit_reply(record, new_revision, typed, new, row_type, history, changed=True)
 
-    def _edit_reply(self, record, revision, before, after, history, changed) -> dict[str, Any]:
-        box = M.changed_bbox(before, after)
+    def _paint_type(self, body: Mapping[str, Any], typed: M.TypedMask) -> str:
+        """The defect type an edit paints with: ``body["defect_type"]``, else the mask's only type, else
+        the dataset's first type. Invalid or reserved names -> ApiError 400."""
+        if body.get("defect_type") is not None:
+            return self._check_type(body.get("defect_type"))
+        if len(typed.types) == 1 and typed.types[0] not in RESERVED_TYPES:
+            return typed.types[0]
+        return self.defect_types()[0]
+
+    def _edit_reply(self, record: CaptureRecord, revision: int, before: M.TypedMask, after: M.TypedMask,
+                    row_type: str | None, history: M.EditHistory, changed: bool) -> dict[str, Any]:
+        """The answer to an edit: the typed patch of the pixels whose type changed, the mask's types and
+        row defect type, area, undo state and the part's labelling status."""
+        box = M.typed_changed_bbox(before, after)
         return {
             "capture_id": record.id,
             "revision": revision,
             "changed": changed,
             "patch": None if box is None else encode_patch(after, box),
-            "area_px": int(np.count_nonzero(after)),
+            "types": list(after.types),
+            "defect_type": row_type,
+            "area_px": int(np.count_nonzero(after.labels)),
             "can_undo": history.can_undo,
             "can_redo": history.can_redo,
             "part": self._part_dict(record.part_id),
@@ -455,38 +511,44 @@ class LabellingApp:
         choices = "true, false or \"toggle\"" if allow_toggle else "true or false"
         raise ApiError(400, f"'value' must be {choices}, got {value!r}")
 
-    def _apply(self, op: str, record: CaptureRecord, mask: np.ndarray, body: Mapping[str, Any],
-               history: M.EditHistory) -> np.ndarray | None:
-        shape = mask.shape
+    def _apply(self, op: str, record: CaptureRecord, typed: M.TypedMask, body: Mapping[str, Any],
+               history: M.EditHistory, defect_type: str) -> M.TypedMask | None:
+        """The mask after edit ``op`` (see :meth:`edit`), or None when undo/redo has nothing to do."""
+        shape = typed.shape
         try:
             if op in ("brush", "erase"):
                 radius = self._number(body, "radius", 0.5, 2048)
                 region = M.stroke_footprint(shape, self._points(body), radius)
-                return M.apply_region(mask, region, op == "brush")
+                return typed.edit(region, op == "brush", defect_type)
             if op == "superpixel":
-                return M.superpixel_edit(mask, self.superpixels(record), self._points(body), self._value(body, True))
+                # toggle: a click on a superpixel mostly of the selected type removes it, else paints it
+                selected = typed.labels == (typed.types.index(defect_type) + 1) if defect_type in typed.types \
+                    else np.zeros(shape, dtype=bool)
+                region, add = M.superpixel_region(selected, self.superpixels(record), self._points(body),
+                                                  self._value(body, True))
+                return typed.edit(region, add, defect_type)
             if op == "polygon":
-                return M.apply_region(mask, M.polygon_region(shape, self._points(body)), bool(self._value(body)))
+                return typed.edit(M.polygon_region(shape, self._points(body)), bool(self._value(body)), defect_type)
             if op == "flood":
                 seed = self._points({"seed": [body.get("seed")]}, "seed")[0]
                 tolerance = self._number(body, "tolerance", 0, 65535)
                 region = M.flood_region(self.image(record), seed, tolerance)
-                return M.apply_region(mask, region, bool(self._value(body)))
+                return typed.edit(region, bool(self._value(body)), defect_type)
             if op == "clear":
-                return np.zeros_like(mask)
+                return M.TypedMask.empty(shape)
             if op == "set_type":
                 if not isinstance(body.get("defect_type"), str):
                     raise ApiError(400, "set_type needs a 'defect_type' string")
-                return mask.copy()  # stored again with the new type (a new revision)
+                return typed.retype(defect_type)  # stored again with the new type (a new revision)
             if op == "accept_proposal":
                 proposal = self._proposals.get(record.id)
                 if proposal is None:
                     raise ApiError(409, f"capture {record.id} has no carried mask to accept")
-                return mask | proposal[0]
+                return typed.overlay(proposal[0])
             if op == "undo":
-                return history.undo(mask)
+                return history.undo(typed)
             if op == "redo":
-                return history.redo(mask)
+                return history.redo(typed)
         except M.MaskEditError as exc:
             raise ApiError(400, str(exc)) from None
         raise ApiError(400, f"unknown edit op {op!r}")
@@ -520,7 +582,8 @@ class LabellingApp:
         return self._geometry(record)
 
     def carry(self, capture_id: Any, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Warp the capture's stored mask to the other poses of its part as proposals (nothing stored).
+        """Warp the capture's stored mask, with its region types, to the other poses of its part as
+        proposals (nothing stored; nearest-neighbour warp of the type label map).
 
         ``body["targets"]``: optional list of capture ids (default: every other capture of the part).
         Returns ``{"proposals": [{"capture_id", "area_px"}], "source": ...}``.
@@ -530,8 +593,8 @@ class LabellingApp:
         if geometry is None:
             raise ApiError(409, "carry-over needs the camera calibration and the table plane; none is known for "
                                 f"capture {record.id} (start `cell label` with --calibration)")
-        _, mask, defect_type, _ = self._mask_entry(record)
-        if not mask.any():
+        _, typed, _, _ = self._mask_entry(record)
+        if not typed.labels.any():
             raise ApiError(409, f"capture {record.id} has no mask to carry")
         siblings = [r for r in self.store.captures(part_id=record.part_id) if r.id != record.id]
         targets = (body or {}).get("targets")
@@ -543,15 +606,15 @@ class LabellingApp:
         out = []
         for target in siblings:
             try:
-                warped = carry_mask(mask, geometry, record.actual_pose, target.actual_pose)
+                warped = carry_labels(typed.labels, geometry, record.actual_pose, target.actual_pose)
             except CarryError as exc:
                 raise ApiError(409, str(exc)) from None
-            self._proposals[target.id] = (warped, defect_type or self.defect_types()[0], record.id)
+            self._proposals[target.id] = (M.TypedMask(warped, typed.types).compact(), record.id)
             out.append({"capture_id": target.id, "pose_id": target.pose_id, "area_px": int(np.count_nonzero(warped))})
         return {"from": record.id, "proposals": out, "geometry": geometry.source}
 
-    def proposal(self, capture_id: Any) -> np.ndarray | None:
-        """The pending carried mask of a capture, (H, W) bool, or None."""
+    def proposal(self, capture_id: Any) -> M.TypedMask | None:
+        """The pending carried mask of a capture with its region types, or None."""
         entry = self._proposals.get(self.capture(capture_id).id)
         return None if entry is None else entry[0]
 
@@ -605,8 +668,9 @@ class LabellingApp:
             for record in self.store.captures():
                 if self._closed.is_set():
                     return
-                _, mask, _, _ = self._mask_entry(record)
-                self._review[record.id] = disagreement(record.id, self.anomaly_map(record), provider.threshold, mask)
+                _, typed, _, _ = self._mask_entry(record)
+                self._review[record.id] = disagreement(record.id, self.anomaly_map(record), provider.threshold,
+                                                       typed.mask)
         except Exception as exc:  # noqa: BLE001 - reported to the user through review_status
             self._review_error = f"{type(exc).__name__}: {exc}"
 
@@ -617,8 +681,8 @@ class LabellingApp:
         ranked = []
         for item in rank_disagreements(list(self._review.values())):
             record = self.store.get_capture(item.capture_id)
-            _, mask, _, _ = self._mask_entry(record)
-            fresh = disagreement(record.id, self.anomaly_map(record), provider.threshold, mask) \
+            _, typed, _, _ = self._mask_entry(record)
+            fresh = disagreement(record.id, self.anomaly_map(record), provider.threshold, typed.mask) \
                 if self._maps.get(record.id) is not None else item
             ranked.append(fresh)
         ranked = rank_disagreements(ranked)

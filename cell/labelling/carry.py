@@ -76,7 +76,21 @@ def carry_mask(
     The mask must have the camera model's size. Pixels whose ray misses the source image stay False.
     Returns (H, W) bool (nearest-neighbour sampling: no grey edges).
     """
-    mask = np.asarray(mask)
+    return carry_labels(np.asarray(mask).astype(bool).view(np.uint8), geometry, src_tcp_pose, dst_tcp_pose).view(bool)
+
+
+def carry_labels(
+    labels: np.ndarray,
+    geometry: CarryGeometry,
+    src_tcp_pose: Sequence[float],
+    dst_tcp_pose: Sequence[float],
+) -> np.ndarray:
+    """Warp a (H, W) uint8 label map (0 = no defect, k = a defect type) from ``src_tcp_pose`` to how it
+    appears from ``dst_tcp_pose``, by nearest-neighbour sampling: every carried pixel keeps exactly the
+    label of the source pixel it comes from. Pixels whose ray misses the source image get 0.
+    Returns (H, W) uint8.
+    """
+    mask = np.ascontiguousarray(labels, dtype=np.uint8)
     cam = geometry.camera
     if mask.shape != (cam.height, cam.width):
         raise CarryError(
@@ -87,16 +101,13 @@ def carry_mask(
     dst = geometry.camera_pose(dst_tcp_pose)
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
-        return np.zeros(mask.shape, dtype=bool)
+        return np.zeros(mask.shape, dtype=np.uint8)
     try:
         window = _destination_window(mask, rows, geometry, src, dst)
         if window is None:
-            return np.zeros(mask.shape, dtype=bool)
+            return np.zeros(mask.shape, dtype=np.uint8)
         if window == (0, 0, cam.width, cam.height):
-            warped = warp_image_between_poses(
-                mask.astype(np.uint8), cam, src, dst, geometry.plane_point, geometry.plane_normal
-            )
-            return warped.astype(bool)
+            return warp_image_between_poses(mask, cam, src, dst, geometry.plane_point, geometry.plane_normal)
         return _warp_window(mask, geometry, src, dst, window)
     except ValueError as exc:  # a camera on the plane: no homography
         raise CarryError(f"cannot carry the mask: {exc}") from exc
@@ -141,8 +152,9 @@ def _destination_window(mask: np.ndarray, rows: np.ndarray, geometry: CarryGeome
 
 def _warp_window(mask: np.ndarray, geometry: CarryGeometry, src: Transform, dst: Transform,
                  window: tuple[int, int, int, int]) -> np.ndarray:
-    """:func:`warp_image_between_poses` computed only for the destination pixels in ``window``
-    (the same per-pixel mapping: undistort, plane homography back to the source, distort, nearest)."""
+    """:func:`warp_image_between_poses` of a (H, W) uint8 label map computed only for the destination pixels
+    in ``window`` (the same per-pixel mapping: undistort, plane homography back to the source, distort,
+    nearest); (H, W) uint8, 0 outside the window."""
     cam = geometry.camera
     x0, y0, x1, y1 = window
     H_dst_to_src = plane_homography(cam, cam, dst, src, geometry.plane_point, geometry.plane_normal)
@@ -158,9 +170,9 @@ def _warp_window(mask: np.ndarray, geometry: CarryGeometry, src: Transform, dst:
     bad = ~np.isfinite(map_x) | ~np.isfinite(map_y) | (src_h[:, 2].reshape(shape) <= 0)
     map_x[bad] = -1
     map_y[bad] = -1
-    part = cv2.remap(mask.astype(np.uint8), map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    out = np.zeros(mask.shape, dtype=bool)
-    out[y0:y1, x0:x1] = part.astype(bool)
+    part = cv2.remap(mask, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    out[y0:y1, x0:x1] = part
     return out
 
 

@@ -1,11 +1,13 @@
-"""Pure mask logic of the labelling app: every edit a user can make, on (H, W) bool arrays.
+"""Pure mask logic of the labelling app: every edit a user can make, on (H, W) bool arrays, and on
+:class:`TypedMask` (a defect type per pixel: what the app edits and stores).
 
 Coordinates are image pixels: ``x`` along the width, ``y`` along the height, the centre of the
 top-left pixel at (0, 0). A pixel belongs to a brush stroke when the distance from its centre to the
 stroke's polyline is at most ``radius`` (pixels). Nothing is antialiased: every operation returns or
 changes a boolean mask, so what is drawn is exactly what is stored. The browser client previews
 strokes with the same rule; the server applies the edits with these functions and sends back the
-result.
+result. Painting (brush, superpixel add, polygon and flood fill) gives the painted pixels the selected
+defect type, re-typing pixels of another type; erasing and removing clear pixels whatever their type.
 """
 from __future__ import annotations
 
@@ -243,6 +245,35 @@ def superpixel_ids_along(labels: np.ndarray, points: Sequence[Sequence[float]] |
     return ids[ids > 0]
 
 
+def superpixel_region(
+    mask: np.ndarray,
+    labels: np.ndarray,
+    points: Sequence[Sequence[float]] | np.ndarray,
+    value: bool | Literal["toggle"],
+) -> tuple[np.ndarray, bool]:
+    """The whole superpixels touched by the path ``points`` ((N, 2) x, y), as an (H, W) bool region, and
+    whether to add (True) or remove (False) them.
+
+    ``value`` True adds, False removes; ``"toggle"`` removes when the superpixel under the first point
+    is already at least half inside ``mask`` (H, W) bool, and adds otherwise.
+    """
+    if labels.shape != mask.shape:
+        raise MaskEditError(f"superpixel labels shape {labels.shape} differs from mask shape {mask.shape}")
+    pts = _as_points(points)
+    ids = superpixel_ids_along(labels, pts)
+    if ids.size == 0:
+        return np.zeros(mask.shape, dtype=bool), True
+    if value == "toggle":
+        fx, fy = int(round(pts[0][0])), int(round(pts[0][1]))
+        first = labels[fy, fx] if 0 <= fy < labels.shape[0] and 0 <= fx < labels.shape[1] else 0
+        if first > 0:
+            members = labels == first
+            value = bool(np.count_nonzero(mask & members) * 2 < np.count_nonzero(members))
+        else:
+            value = True
+    return np.isin(labels, ids), bool(value)
+
+
 def superpixel_edit(
     mask: np.ndarray,
     labels: np.ndarray,
@@ -254,22 +285,8 @@ def superpixel_edit(
     ``value`` True adds, False removes; ``"toggle"`` removes when the superpixel under the first point
     is already at least half masked, and adds otherwise (so a click on a masked superpixel clears it).
     """
-    if labels.shape != mask.shape:
-        raise MaskEditError(f"superpixel labels shape {labels.shape} differs from mask shape {mask.shape}")
-    pts = _as_points(points)
-    ids = superpixel_ids_along(labels, pts)
-    if ids.size == 0:
-        return mask.copy()
-    if value == "toggle":
-        fx, fy = int(round(pts[0][0])), int(round(pts[0][1]))
-        first = labels[fy, fx] if 0 <= fy < labels.shape[0] and 0 <= fx < labels.shape[1] else 0
-        if first > 0:
-            members = labels == first
-            value = bool(np.count_nonzero(mask & members) * 2 < np.count_nonzero(members))
-        else:
-            value = True
-    region = np.isin(labels, ids)
-    return apply_region(mask, region, bool(value))
+    region, add = superpixel_region(mask, labels, points, value)
+    return apply_region(mask, region, add)
 
 
 def encode_labels_rgb(labels: np.ndarray) -> np.ndarray:
@@ -286,36 +303,184 @@ def decode_labels_rgb(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
 
 
+# --- typed masks: a defect type per region -------------------------------------------------------------
+MAX_TYPES = 255
+
+
+@dataclass(frozen=True)
+class TypedMask:
+    """A defect mask with a type per pixel: ``labels`` (H, W) uint8, 0 = no defect, ``k`` = ``types[k-1]``.
+
+    Immutable by convention: every edit returns a new TypedMask. The binary mask is ``labels > 0``.
+    Two TypedMasks are the same mask when every pixel has the same type name (index order may differ).
+    """
+
+    labels: np.ndarray
+    types: tuple[str, ...] = ()
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int]) -> "TypedMask":
+        """No defect anywhere in an (H, W) image."""
+        return cls(np.zeros((int(shape[0]), int(shape[1])), dtype=np.uint8), ())
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, defect_type: str) -> "TypedMask":
+        """An (H, W) bool mask whose every pixel has ``defect_type``."""
+        labels = np.asarray(mask, dtype=bool).astype(np.uint8)
+        return cls(labels, (defect_type,)).compact()
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(H, W) bool: the binary mask."""
+        return self.labels > 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.labels.shape  # type: ignore[return-value]
+
+    def with_types(self, extra: Sequence[str]) -> "TypedMask":
+        """The same mask with ``extra`` types appended to its list (those not already in it)."""
+        more = tuple(t for t in dict.fromkeys(extra) if t not in self.types)
+        if len(self.types) + len(more) > MAX_TYPES:
+            raise MaskEditError(f"a mask can hold at most {MAX_TYPES} defect types")
+        return self if not more else TypedMask(self.labels, self.types + more)
+
+    def labels_in(self, types: Sequence[str]) -> np.ndarray:
+        """``labels`` renumbered for the list ``types`` (which holds every type of this mask), (H, W) uint8."""
+        types = tuple(types)
+        if types[: len(self.types)] == self.types:
+            return self.labels
+        lut = np.zeros(256, dtype=np.uint8)
+        for k, name in enumerate(self.types, start=1):
+            lut[k] = types.index(name) + 1
+        return cv2.LUT(self.labels, lut)
+
+    def paint(self, region: np.ndarray, defect_type: str) -> "TypedMask":
+        """``region`` (H, W) bool gets ``defect_type`` (pixels of another type are re-typed)."""
+        if region.shape != self.labels.shape:
+            raise MaskEditError(f"region shape {region.shape} differs from mask shape {self.labels.shape}")
+        grown = self.with_types([defect_type])
+        labels = grown.labels.copy()
+        labels[region] = grown.types.index(defect_type) + 1
+        return TypedMask(labels, grown.types).compact()
+
+    def erase(self, region: np.ndarray) -> "TypedMask":
+        """``region`` (H, W) bool is cleared, whatever its types."""
+        if region.shape != self.labels.shape:
+            raise MaskEditError(f"region shape {region.shape} differs from mask shape {self.labels.shape}")
+        labels = self.labels.copy()
+        labels[region] = 0
+        return TypedMask(labels, self.types).compact()
+
+    def edit(self, region: np.ndarray, value: bool, defect_type: str) -> "TypedMask":
+        """:meth:`paint` ``region`` with ``defect_type`` when ``value``, else :meth:`erase` it."""
+        return self.paint(region, defect_type) if value else self.erase(region)
+
+    def overlay(self, other: "TypedMask") -> "TypedMask":
+        """This mask with every defect pixel of ``other`` (same shape) painted with its type from ``other``."""
+        if other.shape != self.shape:
+            raise MaskEditError(f"mask shapes {other.shape} and {self.shape} differ")
+        grown = self.with_types(other.types)
+        labels = np.where(other.labels > 0, other.labels_in(grown.types), grown.labels).astype(np.uint8)
+        return TypedMask(labels, grown.types).compact()
+
+    def retype(self, defect_type: str) -> "TypedMask":
+        """Every defect pixel gets ``defect_type``."""
+        return TypedMask.from_mask(self.mask, defect_type)
+
+    def compact(self) -> "TypedMask":
+        """The same mask with only the types some pixel uses (kept in order, pixels renumbered 1..K)."""
+        if not self.types:
+            return self
+        counts = cv2.calcHist([self.labels], [0], None, [256], [0, 256]).ravel()  # > 0 exactly where present
+        used = [k for k in range(1, len(self.types) + 1) if counts[k] > 0]
+        if len(used) == len(self.types):
+            return self
+        lut = np.zeros(256, dtype=np.uint8)
+        lut[used] = np.arange(1, len(used) + 1, dtype=np.uint8)
+        return TypedMask(cv2.LUT(self.labels, lut), tuple(self.types[k - 1] for k in used))
+
+    def same_as(self, other: "TypedMask") -> bool:
+        """True when both masks give every pixel the same type name (or none)."""
+        union = self.with_types(other.types).types
+        return np.array_equal(self.labels_in(union), other.labels_in(union))
+
+
+def typed_changed_bbox(before: TypedMask, after: TypedMask) -> BBox | None:
+    """Smallest box holding every pixel whose type name (or defect state) differs, or None if none does."""
+    union = before.with_types(after.types).types
+    return changed_bbox(before.labels_in(union), after.labels_in(union))
+
+
+def label_runs(labels: np.ndarray) -> list[int]:
+    """Run-length code of the type labels of the defect pixels of ``labels`` (h, w) uint8, in row-major
+    order: ``[k1, n1, k2, n2, ...]`` (n1 defect pixels of label k1, then n2 of k2...). Pixels without a
+    defect are skipped: the binary mask says where the runs go."""
+    values = labels[labels > 0]
+    if values.size == 0:
+        return []
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(values)) + 1])
+    lengths = np.diff(np.concatenate([starts, [values.size]]))
+    return np.stack([values[starts].astype(np.int64), lengths], axis=1).ravel().tolist()
+
+
+def labels_from_runs(mask: np.ndarray, runs: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`label_runs`: the (h, w) uint8 labels of a (h, w) bool ``mask`` from its runs."""
+    runs = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+    if np.any(runs[:, 1] <= 0) or np.any(runs[:, 0] <= 0) or np.any(runs[:, 0] > MAX_TYPES):
+        raise MaskEditError(f"type runs need labels in 1..{MAX_TYPES} and positive lengths")
+    if int(runs[:, 1].sum()) != int(np.count_nonzero(mask)):
+        raise MaskEditError(f"type runs cover {int(runs[:, 1].sum())} pixels, the mask has {int(np.count_nonzero(mask))}")
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    out[mask] = np.repeat(runs[:, 0], runs[:, 1]).astype(np.uint8)
+    return out
+
+
 # --- undo / redo ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Patch:
-    """The pixels one edit changed: the box ``bbox`` (x0, y0, x1, y1) before and after, (h, w) bool each."""
+    """The pixels one edit changed: the box ``bbox`` (x0, y0, x1, y1) before and after, (h, w) each.
+
+    For bool masks the boxes are bool; for :class:`TypedMask` they are uint8 labels of the type list
+    ``types`` (every type of both states), so undo and redo restore the types by name.
+    """
 
     bbox: BBox
     before: np.ndarray
     after: np.ndarray
+    types: tuple[str, ...] | None = None
 
     @classmethod
-    def between(cls, before: np.ndarray, after: np.ndarray) -> "Patch | None":
+    def between(cls, before: "np.ndarray | TypedMask", after: "np.ndarray | TypedMask") -> "Patch | None":
+        types = None
+        if isinstance(before, TypedMask) and isinstance(after, TypedMask):
+            types = before.with_types(after.types).types
+            before, after = before.labels_in(types), after.labels_in(types)
         box = changed_bbox(before, after)
         if box is None:
             return None
         x0, y0, x1, y1 = box
-        return cls(box, before[y0:y1, x0:x1].copy(), after[y0:y1, x0:x1].copy())
+        return cls(box, before[y0:y1, x0:x1].copy(), after[y0:y1, x0:x1].copy(), types)
 
     @property
     def nbytes(self) -> int:
         return int(self.before.nbytes + self.after.nbytes)
 
-    def apply(self, mask: np.ndarray, forward: bool) -> np.ndarray:
+    def apply(self, mask: "np.ndarray | TypedMask", forward: bool) -> "np.ndarray | TypedMask":
         x0, y0, x1, y1 = self.bbox
+        values = self.after if forward else self.before
+        if isinstance(mask, TypedMask):
+            grown = mask.with_types(self.types or ())
+            labels = grown.labels.copy()
+            labels[y0:y1, x0:x1] = TypedMask(values, self.types or ()).labels_in(grown.types)
+            return TypedMask(labels, grown.types).compact()
         out = mask.copy()
-        out[y0:y1, x0:x1] = self.after if forward else self.before
+        out[y0:y1, x0:x1] = values
         return out
 
 
 class EditHistory:
-    """Undo and redo stacks of one mask.
+    """Undo and redo stacks of one mask (bool (H, W) arrays or :class:`TypedMask`, one kind per history).
 
     ``record(before, after)`` after every edit (a new edit clears the redo stack); ``undo(mask)`` and
     ``redo(mask)`` return the mask one step back or forward, or None when there is nothing to undo or
@@ -340,7 +505,7 @@ class EditHistory:
         self._undo.clear()
         self._redo.clear()
 
-    def record(self, before: np.ndarray, after: np.ndarray) -> bool:
+    def record(self, before: np.ndarray | TypedMask, after: np.ndarray | TypedMask) -> bool:
         """Remember an edit; returns False (and records nothing) when it changed no pixel."""
         patch = Patch.between(before, after)
         if patch is None:
@@ -353,14 +518,14 @@ class EditHistory:
             self._undo.pop(0)
         return True
 
-    def undo(self, mask: np.ndarray) -> np.ndarray | None:
+    def undo(self, mask: np.ndarray | TypedMask) -> np.ndarray | TypedMask | None:
         if not self._undo:
             return None
         patch = self._undo.pop()
         self._redo.append(patch)
         return patch.apply(mask, forward=False)
 
-    def redo(self, mask: np.ndarray) -> np.ndarray | None:
+    def redo(self, mask: np.ndarray | TypedMask) -> np.ndarray | TypedMask | None:
         if not self._redo:
             return None
         patch = self._redo.pop()

@@ -182,6 +182,17 @@ def test_the_mask_covers_each_defects_projection(robot):
     assert truth.sum() > 50
     assert (truth == mask).mean() > 0.999
     assert (truth & mask).sum() / truth.sum() > 0.98
+    # every defect pixel carries its defect's kind: extra["sim_defect_labels"] k = sim_defect_types[k-1]
+    kinds, kind_labels = frame.extra["sim_defect_types"], frame.extra["sim_defect_labels"]
+    assert kind_labels.dtype == np.uint8 and np.array_equal(kind_labels > 0, mask)
+    assert set(np.unique(kind_labels)) == set(range(len(kinds) + 1))
+    defect_kind = {d.label: d.kind for d in part.defects}
+    truth_label = np.zeros(len(xy), int)
+    truth_label[on] = part.label_map[tex[on, 1], tex[on, 0]]
+    both = (truth & mask).ravel()
+    named = np.array(kinds)[kind_labels.ravel()[both] - 1]
+    expected_kinds = np.array([defect_kind[int(k)] for k in truth_label[both]])
+    assert (named == expected_kinds).mean() > 0.99
     # and every texel of every defect projects onto (or within a pixel of) the mask
     near_mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     for d in part.defects:
@@ -204,7 +215,7 @@ def test_good_parts_and_boards_give_empty_masks(robot):
     look_at(cam, robot, part.part_to_base(np.zeros((1, 2)))[0])
     with cam:
         frame = cam.capture()
-        assert not frame.extra["sim_mask"].any()
+        assert not frame.extra["sim_mask"].any() and not frame.extra["sim_defect_labels"].any()
         assert frame.extra["sim_defect_types"] == [] and frame.extra["sim_defect_type"] == "good"
         assert frame.extra["sim_part_id"] == "g" and frame.extra["sim_part_defective"] is False
         scene.set_board(np.full((100, 100), 255, np.uint8), 1e-3, Transform.identity())

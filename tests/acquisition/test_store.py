@@ -12,7 +12,7 @@ import pytest
 
 from acquisition.camera import Frame
 from acquisition.errors import StoreError
-from acquisition.store import CaptureStore, _files
+from acquisition.store import FORMAT_VERSION, CaptureStore, _files
 
 H, W = 48, 64
 
@@ -47,7 +47,7 @@ def test_create_layout_and_reopen(tmp_path: Path) -> None:
         s.start_campaign("c1", {})
         add(s, "p1", "a")
     meta = json.loads((root / "store.json").read_text())
-    assert meta["format_version"] == 1 and "captures" in meta["schema"]
+    assert meta["format_version"] == FORMAT_VERSION == 2 and "types_json" in meta["schema"]["masks"]
     with CaptureStore(root) as s:  # reopen without create
         assert s.has_capture("c1", "p1", "a")
         assert s._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -196,6 +196,134 @@ def test_mask_revision_conflict_between_two_store_handles(tmp_path: Path) -> Non
             assert np.array_equal(b.get_mask(rec.id)[0], m)
 
 
+def _two_type_labels() -> np.ndarray:
+    """A (H, W) uint8 label map: region 1 (rows 5-8, cols 10-29) and region 2 (rows 30-39, cols 40-49 plus
+    one pixel), 0 elsewhere."""
+    labels = np.zeros((H, W), np.uint8)
+    labels[5:9, 10:30] = 1
+    labels[30:40, 40:50] = 2
+    labels[0, 63] = 2
+    return labels
+
+
+def test_mask_types_per_region_roundtrip_with_revisions(store: CaptureStore) -> None:
+    rec = add(store, "p1", "a")
+    assert store.mask_labels(rec.id) == (None, [], 0)
+    labels = _two_type_labels()
+    assert store.set_mask_labels(rec.id, labels, ["scratch", "crack"], revision=0) == 1
+    got, types, rev = store.mask_labels(rec.id)
+    assert got.dtype == np.uint8 and np.array_equal(got, labels) and types == ["scratch", "crack"] and rev == 1
+    # the binary mask is exactly the label map > 0, stored 0/255; the row's type is "combined"
+    mask, kind, _ = store.get_mask(rec.id)
+    assert kind == "combined" and np.array_equal(mask, labels > 0)
+    info = store.mask_info(rec.id)
+    assert info.types == ("scratch", "crack") and info.area_px == int((labels > 0).sum())
+    png = cv2.imread(str(store.root / info.relpath), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(png)) == {0, 255} and np.array_equal(png == 255, labels > 0)
+    assert info.types_relpath == "masks/c1/p1/a.r1.types.png"
+    assert np.array_equal(cv2.imread(str(store.root / info.types_relpath), cv2.IMREAD_UNCHANGED), labels)
+    assert store.defect_types() == ["crack", "scratch"]  # the region types, not "combined"
+    # a stale revision is refused and changes nothing
+    with pytest.raises(StoreError, match="changed since revision 0 \\(now revision 1\\)"):
+        store.set_mask_labels(rec.id, labels * 0, [], revision=0)
+    assert np.array_equal(store.mask_labels(rec.id)[0], labels)
+    # unused types are dropped and the map renumbered: only "crack" is left -> one type, no label map file
+    only_crack = np.where(labels == 2, 3, 0).astype(np.uint8)
+    assert store.set_mask_labels(rec.id, only_crack, ["scratch", "fold", "crack"], revision=1) == 2
+    got, types, rev = store.mask_labels(rec.id)
+    assert types == ["crack"] and rev == 2 and np.array_equal(got, (labels == 2).astype(np.uint8))
+    assert store.get_mask(rec.id)[1] == "crack" and store.mask_info(rec.id).types_relpath is None
+    assert sorted(p.name for p in (store.root / "masks" / "c1" / "p1").iterdir()) == ["a.r2.png"]  # old files gone
+    # back to two types (revision 3), then an empty mask (revision 4): no types, the given empty type
+    store.set_mask_labels(rec.id, labels, ["hole", "crack"], revision=2)
+    assert store.mask_labels(rec.id)[1:] == (["hole", "crack"], 3)
+    assert store.set_mask_labels(rec.id, np.zeros((H, W), np.uint8), ["hole"], revision=3) == 4
+    assert store.mask_labels(rec.id)[1:] == ([], 4) and store.get_mask(rec.id)[1] == "good"
+    assert store.verify().ok and not store.verify().orphans
+
+
+@pytest.mark.parametrize("labels, types, message", [
+    (np.full((H, W), 3, np.uint8), ["a", "b"], "values must lie in 0..2"),
+    (np.ones((H, W), np.uint8), ["a", "a"], "contain a duplicate"),
+    (np.ones((H, W), bool), ["a"], "must hold integers"),
+    (np.ones((H, W), np.uint8), ["../x"], "invalid defect type"),
+    (np.ones((H + 1, W), np.uint8), ["a"], "has shape"),
+])
+def test_bad_type_label_maps_are_refused(store: CaptureStore, labels, types, message) -> None:
+    rec = add(store, "p1", "a")
+    with pytest.raises(StoreError, match=message):
+        store.set_mask_labels(rec.id, labels, types)
+    assert store.mask_info(rec.id) is None
+
+
+def test_add_capture_with_a_type_label_map_and_verify_of_its_file(store: CaptureStore) -> None:
+    labels = _two_type_labels()
+    rec = add(store, "p1", "a", mask=labels, mask_types=["nut", "fold"], mask_source="sim")
+    got, types, rev = store.mask_labels(rec.id)
+    assert np.array_equal(got, labels) and types == ["nut", "fold"] and rev == 1
+    assert store.get_mask(rec.id)[1] == "combined" and store.part_label("p1") == "defective"
+    path = store.root / store.mask_info(rec.id).types_relpath
+    tampered = labels.copy()
+    tampered[5, 10] = 2  # a region re-typed behind the store's back
+    path.write_bytes(_files.encode_labels(tampered))
+    assert store.verify().problems == ["masks/c1/p1/a.r1.types.png: sha256 mismatch"]
+    tampered[0, 0] = 1  # a label outside the binary mask
+    path.write_bytes(_files.encode_labels(tampered))
+    with pytest.raises(StoreError, match="does not match its mask"):
+        store.mask_labels(rec.id)
+    with pytest.raises(StoreError, match="without a mask"):
+        add(store, "p1", "b", mask_types=["nut"])
+
+
+def _downgrade_to_format_1(root: Path) -> None:
+    """Turn a store whose masks have one type each into exactly what format version 1 wrote: the masks
+    table without the per-region type columns, and a version 1 marker."""
+    import sqlite3
+
+    from acquisition.store._schema import MASKS_V2_COLUMNS, SCHEMA_SUMMARY
+
+    conn = sqlite3.connect(root / "manifest.sqlite")
+    for name, _ in MASKS_V2_COLUMNS:
+        conn.execute(f"ALTER TABLE masks DROP COLUMN {name}")
+    conn.commit()
+    conn.close()
+    meta = json.loads((root / "store.json").read_text())
+    schema = dict(SCHEMA_SUMMARY, masks=[c for c in SCHEMA_SUMMARY["masks"] if not c.startswith("types_")])
+    meta.update(format_version=1, schema=schema)
+    (root / "store.json").write_text(json.dumps(meta))
+
+
+def test_format_1_store_is_upgraded_and_its_masks_read_as_one_type(tmp_path: Path) -> None:
+    root = tmp_path / "old"
+    mask = np.zeros((H, W), bool)
+    mask[10:20, 10:20] = True
+    with CaptureStore(root, create=True) as s:
+        s.start_campaign("c1", {})
+        old = add(s, "p1", "a", mask=mask, defect_type="nut")
+        empty = add(s, "p1", "b", seed=1, mask=np.zeros((H, W), bool), defect_type="good")
+    _downgrade_to_format_1(root)
+    import sqlite3
+
+    conn = sqlite3.connect(root / "manifest.sqlite")
+    assert "types_json" not in {r[1] for r in conn.execute("PRAGMA table_info(masks)")}
+    conn.close()
+    with CaptureStore(root) as s:  # opens, and upgrades the manifest and the marker in place
+        meta = json.loads((root / "store.json").read_text())
+        assert meta["format_version"] == FORMAT_VERSION and "types_json" in meta["schema"]["masks"]
+        got, types, rev = s.mask_labels(old.id)
+        assert types == ["nut"] and rev == 1 and got.dtype == np.uint8 and np.array_equal(got, mask.astype(np.uint8))
+        assert s.get_mask(old.id)[1] == "nut" and s.mask_info(old.id).types == ("nut",)
+        assert s.mask_labels(empty.id)[1:] == ([], 1) and s.defect_types() == ["nut"]
+        # the old mask is edited into two types with the usual revision check
+        labels = mask.astype(np.uint8)
+        labels[10:15, 10:20] = 2
+        assert s.set_mask_labels(old.id, labels, ["nut", "stain"], revision=1) == 2
+        assert s.get_mask(old.id)[1] == "combined" and s.verify().ok
+    with CaptureStore(root) as s:  # opening again does not upgrade twice
+        assert s.mask_labels(old.id)[1] == ["nut", "stain"]
+        assert json.loads((root / "store.json").read_text())["format_version"] == FORMAT_VERSION
+
+
 def test_part_labels_good_has_no_masks(store: CaptureStore) -> None:
     rec_a = add(store, "p1", "a")
     add(store, "p1", "b", seed=1)
@@ -309,6 +437,34 @@ def test_export_mvtec_layout(tmp_path: Path) -> None:
         store.export_mvtec(out, test_good_fraction=0.0, overwrite=True)
         assert len(os.listdir(out / "train" / "good")) == 10
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+
+
+def test_export_mvtec_puts_an_image_with_several_region_types_in_combined(tmp_path: Path) -> None:
+    labels = _two_type_labels()
+    with _labelled_store(tmp_path / "ds") as store:
+        d3 = add(store, "d3", "a", seed=105)
+        store.set_mask_labels(d3.id, labels, ["scratch", "crack"])
+        d4 = add(store, "d4", "a", seed=106)  # painted with two types, then one of them erased: one type left
+        store.set_mask_labels(d4.id, (labels == 2).astype(np.uint8) * 2, ["scratch", "crack"])
+        report = store.export_mvtec(tmp_path / "mv", test_good_fraction=0.4, seed=3)
+    out = tmp_path / "mv"
+    assert report.counts["test/combined"] == 1 and report.counts["test/crack"] == 1
+    assert (out / "test" / "combined" / "c1_d3_a.png").is_file() and (out / "test" / "crack" / "c1_d4_a.png").is_file()
+    gt = cv2.imread(str(out / "ground_truth" / "combined" / "c1_d3_a_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert gt.dtype == np.uint8 and set(np.unique(gt)) == {0, 255} and np.array_equal(gt == 255, labels > 0)
+    types_map = cv2.imread(str(out / "region_types" / "c1_d3_a_types.png"), cv2.IMREAD_UNCHANGED)
+    assert types_map.dtype == np.uint8 and np.array_equal(types_map, labels)
+    entries = {e["file"]: e for e in json.loads((out / "export.json").read_text())["files"]}
+    assert entries["test/combined/c1_d3_a.png"]["types"] == ["scratch", "crack"]
+    assert entries["test/combined/c1_d3_a.png"]["types_map"] == "region_types/c1_d3_a_types.png"
+    assert entries["test/crack/c1_d4_a.png"]["types"] == ["crack"] and entries["test/crack/c1_d4_a.png"]["types_map"] is None
+    # what MVTec readers expect: ground_truth/<defect>/ holds exactly one <stem>_mask.png per test/<defect>/ image
+    for folder in (out / "test").iterdir():
+        if folder.name == "good":
+            continue
+        expected = sorted(f"{p.stem}_mask.png" for p in folder.iterdir())
+        assert sorted(p.name for p in (out / "ground_truth" / folder.name).iterdir()) == expected
+    assert sorted(p.name for p in (out / "ground_truth").iterdir()) == ["combined", "crack", "fold", "nut"]
 
 
 def test_export_refuses_to_replace_foreign_folder_and_empty_store(tmp_path: Path) -> None:

@@ -435,3 +435,12 @@ def test_sim_cell_protective_stop_recovered_by_hook(store: CaptureStore) -> None
     assert_complete(store, "sim", 1, plan)
     assert store.part_label("sim-0001") == "defective"
     assert all(store.mask_info(c.id).source == "sim" for c in store.captures())
+    # each region of a sim mask has its sim defect kind; the row type is that kind, or combined for several
+    kinds_seen = set()
+    for c in store.captures():
+        labels, types, _ = store.mask_labels(c.id)
+        mask, row_type, _ = store.get_mask(c.id)
+        assert np.array_equal(labels > 0, mask) and types == sorted(types)
+        assert row_type == ("good" if not types else types[0] if len(types) == 1 else "combined")
+        kinds_seen.update(types)
+    assert kinds_seen <= {d.kind for d in cell.scene.current_part.defects}

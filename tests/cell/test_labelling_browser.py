@@ -1,6 +1,7 @@
 """The labelling app in a real headless Chromium (Debian's ``chromium`` driven by Playwright): draw a
-stroke, erase part of it, use the superpixel brush, undo, switch pose, carry a mask over, and check the
-stored mask pixels with numpy (what is drawn is what is stored)."""
+stroke, erase part of it, use the superpixel brush, undo, switch pose, carry a mask over, paint two
+regions with two defect types, and check the stored mask pixels and types with numpy (what is drawn is
+what is stored)."""
 from __future__ import annotations
 
 import shutil
@@ -187,6 +188,51 @@ def test_label_session_in_chromium(app_server, page):
     assert np.array_equal(client_mask(page), other_tab)
 
 
+def test_two_strokes_with_two_defect_types(app_server, page):
+    app, _ = app_server
+    cid = app.store.captures()[2].id
+    page.evaluate(f"window.labelling.open({cid})")
+    wait_idle(page, f"window.labelling.state.current === {cid}")
+    labels0, types0, rev0 = app.store.mask_labels(cid)
+    start = np.array([""] + types0, dtype=object)[labels0]
+    for name in ("scratch", "crack"):  # the dataset's list grows through the add-type flow
+        page.fill("#new-type", name)
+        page.click("#add-type")
+        page.wait_for_function(f"window.labelling.state.index.defect_types.includes('{name}')")
+    page.keyboard.press("b")
+
+    page.select_option("#defect-type", "scratch")  # type 1 from the list
+    drag(page, [(30, 40), (90, 50)])
+    wait_idle(page, f"window.labelling.state.revision === {rev0 + 1}")
+    first = last_edit(page)
+    page.click('#legend .legend-item[data-type="crack"]')  # type 2, from the legend
+    drag(page, [(200, 180), (260, 150)])
+    wait_idle(page, f"window.labelling.state.revision === {rev0 + 2}")
+    second = last_edit(page)
+    assert (first["defect_type"], second["defect_type"]) == ("scratch", "crack")
+
+    stroke1 = M.stroke_footprint(start.shape, first["points"], first["radius"])
+    stroke2 = M.stroke_footprint(start.shape, second["points"], second["radius"])
+    expected = start.copy()
+    expected[stroke1] = "scratch"
+    expected[stroke2] = "crack"
+    labels, types, rev = app.store.mask_labels(cid)
+    assert rev == rev0 + 2 and labels.dtype == np.uint8 and {"scratch", "crack"} <= set(types)
+    assert np.array_equal(np.array([""] + types, dtype=object)[labels], expected)
+    mask, row_type, _ = app.store.get_mask(cid)
+    assert row_type == "combined" and np.array_equal(mask, expected != "")
+    # the tab shows exactly the stored types, each in its own colour, listed in the legend
+    st = page.evaluate("(() => { const s = window.labelling.state; return [s.palette, Array.from(s.mask)]; })()")
+    shown = np.array([""] + st[0], dtype=object)[np.asarray(st[1]).reshape(start.shape)]
+    assert np.array_equal(shown, expected)
+    colours = page.evaluate("""([p, q]) => { const c = document.getElementById('mask-layer').getContext('2d');
+        return [Array.from(c.getImageData(p[0], p[1], 1, 1).data), Array.from(c.getImageData(q[0], q[1], 1, 1).data)]; }""",
+                            [[60, 45], [230, 165]])
+    assert colours[0][3] == 255 and colours[1][3] == 255 and colours[0][:3] != colours[1][:3]
+    present = page.eval_on_selector_all("#legend .legend-item.present", "els => els.map((e) => e.dataset.type)")
+    assert {"scratch", "crack"} <= set(present)
+
+
 class BrightScores:
     """Review provider for the test: the anomaly map is the grey level in [0, 1]; bright = defect."""
 
@@ -210,7 +256,8 @@ def test_review_mode_jumps_to_the_largest_disagreement(app_server, page):
     assert [d["total_px"] for d in ranking] == sorted((d["total_px"] for d in ranking), reverse=True)
     page.keyboard.press("j")
     wait_idle(page, f"window.labelling.state.current === {ranking[0]['capture_id']}")
-    drawn = page.evaluate("(() => { const c = document.getElementById('heat-layer');"
-                          " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-                          " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; })()")
-    assert drawn > 0
+    # the heatmap is drawn once its PNG has loaded (after the capture itself): wait for it
+    page.wait_for_function("(() => { const c = document.getElementById('heat-layer');"
+                           " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                           " for (let i = 3; i < d.length; i += 4) if (d[i]) return true; return false; })()",
+                           timeout=15000)

@@ -174,6 +174,64 @@ def test_history_is_bounded():
     assert steps == 3 and last[0, 0] and last[1, 1] and not last[2, 2]
 
 
+# --- defect types per region ------------------------------------------------------------------------------
+def _names(typed: M.TypedMask) -> np.ndarray:
+    """(H, W) array of each pixel's type name ('' = no defect): compares typed masks whatever their order."""
+    return np.array(("",) + typed.types, dtype=object)[typed.labels]
+
+
+def test_typed_paint_retypes_and_erase_clears_any_type():
+    empty = M.TypedMask.empty((20, 30))
+    a = M.polygon_region(empty.shape, [[2, 2], [12, 2], [12, 12], [2, 12]])
+    b = M.stroke_footprint(empty.shape, [[20, 5], [26, 15]], 2)
+    typed = empty.paint(a, "scratch").paint(b, "crack")
+    assert typed.types == ("scratch", "crack") and typed.labels.dtype == np.uint8
+    assert (_names(typed)[a] == "scratch").all() and (_names(typed)[b] == "crack").all()
+    assert np.array_equal(typed.mask, a | b)
+    over = M.stroke_footprint(empty.shape, [[10, 7]], 3)  # crack painted over part of the scratch
+    retyped = typed.paint(over, "crack")
+    assert (_names(retyped)[over] == "crack").all() and (_names(retyped)[a & ~over] == "scratch").all()
+    # the eraser clears whatever type is under it; a type no pixel has left is dropped from the list
+    cleared = retyped.erase(b | over)
+    assert cleared.types == ("scratch",) and np.array_equal(cleared.mask, a & ~over) and set(np.unique(cleared.labels)) == {0, 1}
+    assert retyped.erase(a | b | over).types == () and not retyped.erase(a | b | over).mask.any()
+    # overlay: the other mask's pixels with their types on top
+    carried = M.TypedMask.empty(empty.shape).paint(b, "hole")
+    merged = typed.overlay(carried)
+    assert (_names(merged)[b] == "hole").all() and (_names(merged)[a & ~b] == "scratch").all()
+    assert merged.types == ("scratch", "hole") and merged.retype("dent").types == ("dent",)
+
+
+def test_typed_undo_redo_restore_types_by_name():
+    history = M.EditHistory()
+    t0 = M.TypedMask.empty((16, 16))
+    t1 = t0.paint(M.polygon_region(t0.shape, [[1, 1], [6, 1], [6, 6], [1, 6]]), "scratch")
+    t2 = t1.paint(M.polygon_region(t0.shape, [[4, 4], [12, 4], [12, 12], [4, 12]]), "crack")
+    t3 = t2.erase(M.polygon_region(t0.shape, [[0, 0], [15, 0], [15, 6], [0, 6]]))  # scratch gone: renumbered
+    assert t3.types == ("crack",)
+    for before, after in ((t0, t1), (t1, t2), (t2, t3)):
+        assert history.record(before, after)
+    assert not history.record(t3, M.TypedMask(t3.labels.copy(), t3.types))
+    back2 = history.undo(t3)
+    assert back2.same_as(t2) and np.array_equal(_names(back2), _names(t2))
+    back1 = history.undo(back2)
+    assert back1.same_as(t1) and back1.types == ("scratch",)
+    assert history.redo(back1).same_as(t2) and not t1.same_as(t2)
+
+
+def test_label_runs_roundtrip_and_checks():
+    labels = np.zeros((5, 7), np.uint8)
+    labels[1, 1:4] = 1
+    labels[1, 4:6] = 2
+    labels[3, 0:2] = 2
+    runs = M.label_runs(labels)
+    assert runs == [1, 3, 2, 4]
+    assert np.array_equal(M.labels_from_runs(labels > 0, runs), labels)
+    assert M.label_runs(np.zeros((3, 3), np.uint8)) == []
+    with pytest.raises(M.MaskEditError, match="cover 6 pixels, the mask has 7"):
+        M.labels_from_runs(labels > 0, [1, 6])
+
+
 def test_packed_bits_roundtrip_and_length_check():
     rng = np.random.default_rng(1)
     mask = rng.random((13, 7)) > 0.5
@@ -213,6 +271,31 @@ def test_carried_mask_matches_the_simulation_true_mask(sim_store):
         assert M.iou(carried, truth) >= 0.9, target.pose_id
         # the poses differ: carrying is not the identity
         assert not np.array_equal(carried, mask)
+
+
+def test_sim_masks_have_their_sim_defect_types_and_carry_keeps_them(sim_store):
+    from cell.labelling.carry import carry_labels, carry_mask
+
+    app = sim_store
+    records = app.store.captures()
+    for rec in records:
+        labels, types, _ = app.store.mask_labels(rec.id)
+        info = app.store.mask_info(rec.id)
+        assert info.source == "sim" and np.array_equal(labels > 0, app.store.get_mask(rec.id)[0])
+        assert types == (rec.extra["sim_defect_types"] if labels.any() else [])
+        assert info.defect_type == rec.extra["sim_defect_type"]
+    source, target = records[0], records[1]
+    labels, types, _ = app.store.mask_labels(source.id)
+    geometry = app.geometry(source)
+    carried = carry_labels(labels, geometry, source.actual_pose, target.actual_pose)
+    assert carried.dtype == np.uint8 and set(np.unique(carried)) <= set(range(len(types) + 1))
+    assert np.array_equal(carried > 0, carry_mask(labels > 0, geometry, source.actual_pose, target.actual_pose))
+    # a two-type map: every carried pixel keeps exactly the type of the pixel it comes from
+    two = labels.copy()
+    two[:, : labels.shape[1] // 2][two[:, : labels.shape[1] // 2] > 0] = len(types) + 1
+    carried_two = carry_labels(two, geometry, source.actual_pose, target.actual_pose)
+    assert np.array_equal(carried_two > 0, carried > 0)
+    assert set(np.unique(carried_two[carried > 0])) == set(np.unique(two[two > 0]))
 
 
 def test_carry_window_equals_full_warp(sim_store):

@@ -14,8 +14,8 @@ from acquisition.store import CaptureStore
 from calibration.camera_model import CameraModel
 from calibration.transforms import Transform
 from cell.labelling import masks as M
-from cell.labelling.api import LabellingApp, decode_patch
-from cell.labelling.carry import CarryGeometry, carry_mask
+from cell.labelling.api import LabellingApp, decode_patch, decode_typed_patch
+from cell.labelling.carry import CarryGeometry, carry_labels, carry_mask
 from cell.labelling.server import MAX_BODY_BYTES, LabellingHTTPServer, LabellingServerError, check_bind_host
 
 W, H = 64, 48
@@ -314,6 +314,142 @@ def test_carry_over_proposals_are_accepted_into_the_store(served):
     status, res = request(server, "POST", f"/api/captures/{poses['c']}/edit", {"op": "accept_proposal", "base_revision": 0})
     assert status == 200 and np.array_equal(store.get_mask(poses["c"])[0], expected)
     assert request(server, "POST", f"/api/captures/{poses['c']}/edit", {"op": "accept_proposal", "base_revision": 1})[0] == 409
+
+
+# --- defect types per region -----------------------------------------------------------------------------------
+def _edit(server, cid, body):
+    status, res = request(server, "POST", f"/api/captures/{cid}/edit", body)
+    assert status == 200, res
+    return res
+
+
+def _stored_names(store, cid) -> np.ndarray:
+    """The stored type label map read back with numpy, as an (H, W) array of type names ('' = no defect)."""
+    labels, types, _ = store.mask_labels(cid)
+    assert labels.dtype == np.uint8 and labels.shape == (H, W)
+    return np.array([""] + types, dtype=object)[labels]
+
+
+def test_two_region_types_are_stored_exactly_and_undo_restores_them(served):
+    server, store = served
+    cid = ids(store, "p1")["a"]
+    a_pts, b_pts = [[12, 12], [24, 12]], [[40, 30], [48, 34]]
+    region_a = M.stroke_footprint((H, W), a_pts, 3)
+    region_b = M.stroke_footprint((H, W), b_pts, 3)
+    res = _edit(server, cid, {"op": "brush", "base_revision": 0, "points": a_pts, "radius": 3, "defect_type": "scratch"})
+    assert res["types"] == ["scratch"] and res["defect_type"] == "scratch"
+    res = _edit(server, cid, {"op": "brush", "base_revision": 1, "points": b_pts, "radius": 3, "defect_type": "crack"})
+    assert res["revision"] == 2 and res["types"] == ["scratch", "crack"] and res["defect_type"] == "combined"
+    labels, types, rev = store.mask_labels(cid)
+    expected = np.zeros((H, W), np.uint8)
+    expected[region_a] = 1
+    expected[region_b] = 2
+    assert (rev, types) == (2, ["scratch", "crack"]) and np.array_equal(labels, expected)
+    mask, row_type, _ = store.get_mask(cid)
+    assert row_type == "combined" and np.array_equal(mask, region_a | region_b)  # the binary mask is labels > 0
+    # the reply's patch holds the changed pixels with their types
+    patch = decode_typed_patch(res["patch"], (H, W))
+    x, y, w, h = (res["patch"][k] for k in ("x", "y", "w", "h"))
+    assert np.array_equal(_stored_names(store, cid)[y:y + h, x:x + w],
+                          np.array(("",) + patch.types, dtype=object)[patch.labels][y:y + h, x:x + w])
+    before_retype = _stored_names(store, cid)
+
+    # crack painted over the end of the scratch re-types those pixels
+    over = M.stroke_footprint((H, W), [[24, 12]], 3)
+    _edit(server, cid, {"op": "brush", "base_revision": 2, "points": [[24, 12]], "radius": 3, "defect_type": "crack"})
+    names = _stored_names(store, cid)
+    assert (names[over] == "crack").all() and (names[region_a & ~over] == "scratch").all()
+    assert (names[region_b] == "crack").all() and (names[~(region_a | region_b)] == "").all()
+    after_retype = names
+
+    # the eraser clears crack pixels although scratch is selected
+    erased = M.stroke_footprint((H, W), [[44, 32]], 6)
+    _edit(server, cid, {"op": "erase", "base_revision": 3, "points": [[44, 32]], "radius": 6, "defect_type": "scratch"})
+    names = _stored_names(store, cid)
+    assert (names[erased] == "").all() and (names[region_b & ~erased] == "crack").all()
+    assert np.array_equal(store.get_mask(cid)[0], names != "")
+
+    # undo restores pixels and types, step by step; redo re-applies
+    _edit(server, cid, {"op": "undo", "base_revision": 4})
+    assert np.array_equal(_stored_names(store, cid), after_retype)
+    res = _edit(server, cid, {"op": "undo", "base_revision": 5})
+    assert np.array_equal(_stored_names(store, cid), before_retype) and res["types"] == ["scratch", "crack"]
+    _edit(server, cid, {"op": "redo", "base_revision": 6})
+    assert np.array_equal(_stored_names(store, cid), after_retype)
+
+    # removing every scratch pixel leaves one type: the row type is that type again, no type map file
+    res = _edit(server, cid, {"op": "polygon", "base_revision": 7, "points": [[0, 0], [23, 0], [23, 47], [0, 47]],
+                              "value": False, "defect_type": "crack"})
+    assert res["types"] == ["crack"] and store.get_mask(cid)[1] == "crack"
+    assert store.mask_info(cid).types_relpath is None and (_stored_names(store, cid)[:, :24] == "").all()
+    state = request(server, "GET", f"/api/captures/{cid}/mask")[1]
+    shown = decode_typed_patch(state["mask"], (H, W))
+    assert state["types"] == ["crack"]
+    assert np.array_equal(np.array(("",) + shown.types, dtype=object)[shown.labels], _stored_names(store, cid))
+    # and undo brings the scratch back (the type list had been renumbered meanwhile)
+    res = _edit(server, cid, {"op": "undo", "base_revision": 8})
+    assert np.array_equal(_stored_names(store, cid), after_retype) and store.get_mask(cid)[1] == "combined"
+    assert store.verify().ok
+
+
+def test_every_paint_tool_uses_the_selected_type(served):
+    server, store = served
+    cid = ids(store, "p1")["c"]
+    square = [[12, 10], [17, 10], [17, 15], [12, 15]]  # on the sheet (rows 8-39, columns 10-53)
+    _edit(server, cid, {"op": "polygon", "base_revision": 0, "points": square, "value": True, "defect_type": "hole"})
+    _edit(server, cid, {"op": "flood", "base_revision": 1, "seed": [2, 44], "tolerance": 3, "value": True,
+                        "defect_type": "stain"})
+    status, png = request(server, "GET", f"/api/captures/{cid}/superpixels.png")
+    import cv2
+
+    sp = M.decode_labels_rgb(cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+    _edit(server, cid, {"op": "superpixel", "base_revision": 2, "points": [[30, 20]], "value": "toggle",
+                        "defect_type": "fold"})
+    names = _stored_names(store, cid)
+    assert (names[10:16, 12:18] == "hole").all() and (names[40:48, :] == "stain").all()  # flood: the dark table
+    assert (names[sp == sp[20, 30]] == "fold").all()
+    assert store.mask_labels(cid)[1] == ["hole", "stain", "fold"] and store.get_mask(cid)[1] == "combined"
+    # a toggle click on a superpixel of another type re-types it; a second click removes it
+    _edit(server, cid, {"op": "superpixel", "base_revision": 3, "points": [[30, 20]], "value": "toggle",
+                        "defect_type": "hole"})
+    assert (_stored_names(store, cid)[sp == sp[20, 30]] == "hole").all()
+    _edit(server, cid, {"op": "superpixel", "base_revision": 4, "points": [[30, 20]], "value": "toggle",
+                        "defect_type": "hole"})
+    assert (_stored_names(store, cid)[sp == sp[20, 30]] == "").all()
+    # set_type gives every region one type; reserved names are refused and store nothing
+    _edit(server, cid, {"op": "set_type", "base_revision": 5, "defect_type": "dent"})
+    assert store.mask_labels(cid)[1] == ["dent"] and store.get_mask(cid)[1] == "dent"
+    for name in ("combined", "good"):
+        status, payload = request(server, "POST", f"/api/captures/{cid}/edit",
+                                  {"op": "brush", "base_revision": 6, "points": [[9, 9]], "radius": 2, "defect_type": name})
+        assert status == 400 and "reserved" in payload["error"]
+        assert request(server, "POST", "/api/defect_types", {"name": name})[0] == 400
+    assert store.get_mask(cid)[2] == 6
+
+
+def test_carried_mask_keeps_its_region_types(served):
+    server, store = served
+    poses = ids(store, "p2")
+    src, dst = poses["a"], poses["c"]
+    _edit(server, src, {"op": "polygon", "base_revision": 0, "points": [[20, 15], [30, 15], [30, 30], [20, 30]],
+                        "defect_type": "scratch"})
+    _edit(server, src, {"op": "polygon", "base_revision": 1, "points": [[31, 15], [40, 15], [40, 30], [31, 30]],
+                        "defect_type": "crack"})
+    _edit(server, dst, {"op": "brush", "base_revision": 0, "points": [[5, 40]], "radius": 2, "defect_type": "stain"})
+    assert request(server, "POST", f"/api/captures/{src}/carry", {})[0] == 200
+    records = {r.id: r for r in store.captures(part_id="p2")}
+    labels, types, _ = store.mask_labels(src)
+    warped = carry_labels(labels, GEOMETRY, records[src].actual_pose, records[dst].actual_pose)
+    assert set(np.unique(warped)) == {0, 1, 2}
+    state = request(server, "GET", f"/api/captures/{dst}/mask")[1]
+    proposal = decode_typed_patch(state["proposal"]["mask"], (H, W))
+    carried_names = np.array([""] + types, dtype=object)[warped]
+    assert np.array_equal(np.array(("",) + proposal.types, dtype=object)[proposal.labels], carried_names)
+    before = _stored_names(store, dst)
+    _edit(server, dst, {"op": "accept_proposal", "base_revision": 1, "defect_type": "stain"})
+    names = _stored_names(store, dst)
+    assert np.array_equal(names, np.where(warped > 0, carried_names, before))
+    assert store.mask_labels(dst)[1] == ["stain", "scratch", "crack"] and store.get_mask(dst)[1] == "combined"
 
 
 def test_defect_types_are_kept_per_dataset(served):

@@ -1,20 +1,25 @@
 // The labelling app's browser client. Plain JavaScript, no build step, no external assets.
 //
-// Masks are kept as Uint8Array (0/1) at the image's full resolution and drawn with putImageData, so
-// nothing is ever antialiased. Every edit is sent to the server, which applies it to the stored mask
-// (cell/labelling/masks.py), saves it and answers with the changed pixels; the client shows exactly
-// what was stored. Brush strokes are previewed while dragging with the same rule as the server:
-// a pixel is painted when the distance from its centre to the stroke's polyline is <= radius.
+// Masks are kept as Uint8Array at the image's full resolution and drawn with putImageData, so nothing
+// is ever antialiased. A mask pixel holds 0 (no defect) or 1 + the index of its defect type in
+// S.palette (type names, in the order this tab first met them), and is drawn in that type's colour.
+// Every edit is sent to the server with the selected defect type; the server applies it to the stored
+// mask (cell/labelling/masks.py), saves it and answers with the changed pixels and their types; the
+// client shows exactly what was stored. Brush strokes are previewed while dragging with the same rule
+// as the server: a pixel is painted when the distance from its centre to the stroke's polyline is <= radius.
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  const MASK_RGB = [255, 40, 40];
+  // Colours of the defect types, by palette index (the first one is the single-type mask's red).
+  const TYPE_RGB = [[255, 40, 40], [40, 110, 255], [255, 210, 0], [0, 200, 70], [210, 60, 255],
+                    [255, 130, 0], [255, 105, 180], [150, 255, 60], [160, 90, 40], [120, 120, 255]];
+  const ERASE_RGB = [255, 255, 255];
   const PROPOSAL_RGB = [0, 230, 230];
 
   const S = {
     index: null, order: [], current: null, W: 0, H: 0,
-    mask: null, revision: 0, defectType: null, proposal: null,
+    mask: null, revision: 0, defectType: null, proposal: null, palette: [], maskTypes: [],
     labels: null, labelBoxes: null, spReady: false,
     tool: "brush", size: 15, scale: 1, tx: 0, ty: 0,
     overlayVisible: true, opacity: 0.5,
@@ -54,14 +59,31 @@
     return out;
   }
 
-  // Write a wire patch {x, y, w, h, bits} into a full-size Uint8Array mask of width W.
+  // 1 + the palette index of defect type `name` (added to the palette when new).
+  function typeValue(name) {
+    let i = S.palette.indexOf(name);
+    if (i < 0) { S.palette.push(name); i = S.palette.length - 1; }
+    return i + 1;
+  }
+
+  function typeRgb(value) { return TYPE_RGB[(value - 1) % TYPE_RGB.length]; }
+
+  // Write a wire patch {x, y, w, h, bits[, types, runs]} into a full-size Uint8Array mask of width W.
+  // A typed patch's defect pixels get 1 + the palette index of their type; an untyped one's get 1.
   function applyPatch(target, W, patch) {
     const bytes = b64ToBytes(patch.bits);
+    const runs = patch.runs || null;
+    const values = runs ? patch.types.map(typeValue) : null;
+    let ri = 0, left = runs && runs.length ? runs[1] : 0;
     let bit = 0;
     for (let r = 0; r < patch.h; r++) {
       let o = (patch.y + r) * W + patch.x;
       for (let c = 0; c < patch.w; c++, bit++) {
-        target[o + c] = (bytes[bit >> 3] >> (7 - (bit & 7))) & 1;
+        const on = (bytes[bit >> 3] >> (7 - (bit & 7))) & 1;
+        if (!on) { target[o + c] = 0; continue; }
+        if (!runs) { target[o + c] = 1; continue; }
+        target[o + c] = values[runs[ri] - 1];
+        if (--left === 0) { ri += 2; left = runs[ri + 1]; }
       }
     }
   }
@@ -111,6 +133,8 @@
     $("stage").style.height = H + "px";
   }
 
+  // Draw the non-zero pixels of `target` in the box: in colour `rgb`, or with rgb = null in the colour
+  // of each pixel's defect type.
   function paintMask(target, canvasId, rgb, x0 = 0, y0 = 0, w = S.W, h = S.H) {
     if (!target || w <= 0 || h <= 0) return;
     const c = ctx(canvasId);
@@ -119,10 +143,47 @@
     for (let r = 0; r < h; r++) {
       let o = (y0 + r) * S.W + x0, p = r * w * 4;
       for (let col = 0; col < w; col++, o++, p += 4) {
-        if (target[o]) { d[p] = rgb[0]; d[p + 1] = rgb[1]; d[p + 2] = rgb[2]; d[p + 3] = 255; }
+        const v = target[o];
+        if (v) {
+          const k = rgb || typeRgb(v);
+          d[p] = k[0]; d[p + 1] = k[1]; d[p + 2] = k[2]; d[p + 3] = 255;
+        }
       }
     }
     c.putImageData(img, x0, y0);
+  }
+
+  function selectedRgb() { return typeRgb(typeValue(S.defectType || $("defect-type").value)); }
+
+  // The legend: every known defect type in its colour; the ones in this image marked, the selected one
+  // highlighted. Clicking an entry selects that type for the next edits.
+  function renderLegend() {
+    const el = $("legend");
+    el.textContent = "";
+    for (const t of S.index ? S.index.defect_types : []) typeValue(t);
+    for (const t of S.maskTypes) typeValue(t);
+    const shown = S.palette.filter((t) => S.index.defect_types.includes(t) || S.maskTypes.includes(t));
+    for (const t of shown) {
+      const item = document.createElement("div");
+      item.className = "legend-item" + (t === S.defectType ? " selected" : "") + (S.maskTypes.includes(t) ? " present" : "");
+      item.dataset.type = t;
+      item.title = S.maskTypes.includes(t) ? `${t}: in this image` : t;
+      const sw = document.createElement("span");
+      sw.className = "swatch";
+      const rgb = typeRgb(typeValue(t));
+      sw.style.background = `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
+      const name = document.createElement("span");
+      name.textContent = t;
+      item.append(sw, name);
+      if (S.index.defect_types.includes(t)) item.onclick = () => selectType(t);
+      el.append(item);
+    }
+  }
+
+  function selectType(name) {
+    S.defectType = name;
+    $("defect-type").value = name;
+    renderLegend();
   }
 
   function clearLayer(id) { ctx(id).clearRect(0, 0, S.W, S.H); }
@@ -198,7 +259,7 @@
           const n = document.createElement("span");
           n.textContent = c.pose_id;
           const a = document.createElement("span");
-          if (c.area_px > 0) { a.className = "area"; a.textContent = c.area_px + " px"; }
+          if (c.area_px > 0) { a.className = "area"; a.textContent = c.area_px + " px"; a.title = (c.types || []).join(", "); }
           if (c.has_proposal) { const pr = document.createElement("span"); pr.className = "prop"; pr.textContent = " carried"; a.append(pr); }
           pl.append(n, a);
           pl.onclick = () => openCapture(c.id);
@@ -213,6 +274,8 @@
     sel.textContent = "";
     for (const t of S.index.defect_types) { const o = document.createElement("option"); o.value = o.textContent = t; sel.append(o); }
     if (keep && S.index.defect_types.includes(keep)) sel.value = keep;
+    S.defectType = sel.value;
+    renderLegend();
   }
 
   function updateButtons() {
@@ -244,9 +307,10 @@
     S.revision = st.revision;
     S.mask = new Uint8Array(S.W * S.H);
     applyPatch(S.mask, S.W, st.mask);
+    S.maskTypes = st.types || [];
     clearLayer("mask-layer");
-    paintMask(S.mask, "mask-layer", MASK_RGB);
-    if (st.defect_type) { S.defectType = st.defect_type; $("defect-type").value = st.defect_type; }
+    paintMask(S.mask, "mask-layer", null);
+    renderLegend();  // the selected defect type stays selected from image to image
     S.proposal = null;
     clearLayer("proposal-layer");
     if (st.proposal) {
@@ -351,13 +415,16 @@
           applyPatch(S.mask, S.W, res.patch);
           const p = res.patch;
           ctx("mask-layer").clearRect(p.x, p.y, p.w, p.h);
-          paintMask(S.mask, "mask-layer", MASK_RGB, p.x, p.y, p.w, p.h);
+          paintMask(S.mask, "mask-layer", null, p.x, p.y, p.w, p.h);
         }
         S.revision = res.revision;
+        S.maskTypes = res.types;
+        renderLegend();
         $("undo").disabled = !res.can_undo;
         $("redo").disabled = !res.can_redo;
         const c = captureById(id);
         c.revision = res.revision; c.area_px = res.area_px; c.has_proposal = res.has_proposal;
+        c.defect_type = res.defect_type; c.types = res.types;
         const pi = S.index.parts.findIndex((q) => q.part_id === res.part.part_id);
         if (pi >= 0) S.index.parts[pi] = res.part;
         if (!res.has_proposal && S.proposal) { S.proposal = null; clearLayer("proposal-layer"); }
@@ -392,7 +459,7 @@
       if (x < minX) minX = x; if (y < minY) minY = y; if (x > maxX) maxX = x; if (y > maxY) maxY = y;
     });
     if (maxX < 0) return;
-    paintMask(st.buf, "preview-layer", st.tool === "erase" ? [255, 255, 255] : MASK_RGB, minX, minY, maxX - minX + 1, maxY - minY + 1);
+    paintMask(st.buf, "preview-layer", st.tool === "erase" ? ERASE_RGB : selectedRgb(), minX, minY, maxX - minX + 1, maxY - minY + 1);
   }
 
   function previewSuperpixels() {
@@ -402,7 +469,7 @@
     const fresh = [];
     footprint(pts.slice(-2), 0.5, S.W, S.H, (i) => { const v = S.labels[i]; if (v > 0 && !st.ids.has(v)) { st.ids.add(v); fresh.push(v); } });
     const c = ctx("preview-layer");
-    const rgb = st.value === false ? [255, 255, 255] : MASK_RGB;
+    const rgb = st.value === false ? ERASE_RGB : selectedRgb();
     for (const v of fresh) {
       const b = 4 * v, x0 = S.labelBoxes[b], y0 = S.labelBoxes[b + 1], x1 = S.labelBoxes[b + 2], y1 = S.labelBoxes[b + 3];
       if (x1 < x0) continue;
@@ -577,7 +644,7 @@
       S.index.defect_types = res.defect_types;
       S.defectType = name;
       renderSidebar();
-      $("defect-type").value = name;
+      selectType(name);
       $("new-type").value = "";
     } catch (e) { setMessage(e.message, "error"); }
   }
@@ -675,6 +742,11 @@
       case "j": jumpDisagreement(1); break;
       case "k": jumpDisagreement(-1); break;
       case "0": fit(); break;
+      case "1": case "2": case "3": case "4": case "5": case "6": case "7": case "8": case "9": {
+        const t = S.index.defect_types[Number(k) - 1];
+        if (t) selectType(t);
+        break;
+      }
       case ",": setSize(S.size - (S.size > 10 ? 5 : 1)); break;
       case ".": setSize(S.size + (S.size >= 10 ? 5 : 1)); break;
       case "Enter": if (S.tool === "polygon") closePolygon(ev.shiftKey); break;
@@ -703,11 +775,8 @@
     $("accept").onclick = () => sendEdit({ op: "accept_proposal" });
     $("discard").onclick = discard;
     $("add-type").onclick = addType;
-    $("defect-type").onchange = (e) => {
-      S.defectType = e.target.value;
-      const c = captureById(S.current);
-      if (c && c.area_px > 0) sendEdit({ op: "set_type" });
-    };
+    // The selected type applies to the pixels of the next edits only (painting over re-types them).
+    $("defect-type").onchange = (e) => selectType(e.target.value);
     $("review").onclick = toggleReview;
     $("next-dis").onclick = () => jumpDisagreement(1);
     $("prev-dis").onclick = () => jumpDisagreement(-1);
