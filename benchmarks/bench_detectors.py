@@ -151,9 +151,13 @@ def run_benchmark(
     test = MVTecImageSet(dataset, "test", image_size=image_size)
     log(f"{method} on {dataset.name}: {len(train)} train, {len(test)} test images at {image_size} px, device {device}")
 
+    every = None
+
     def progress(done: int, total: int, message: str) -> None:
-        if message.startswith("meta-epoch") or done == total:
-            log(f"  [{time.strftime('%H:%M:%S')}] {message}")
+        nonlocal every
+        every = every or max(1, total // 20)  # about 20 lines per training run
+        if message.startswith(("meta-epoch", "resumed", "SLIC")) or done == total or done % every == 0:
+            log(f"  [{time.strftime('%H:%M:%S')}] {done}/{total} {message}")
 
     t0 = time.perf_counter()
     stats = detector.fit(train, progress=progress)

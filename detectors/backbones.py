@@ -381,5 +381,8 @@ def frozen_feature_extractor(
         return extractor.to(device).eval()
     key = (name, tuple(int(i) for i in layers), str(pretrained), str(device))
     if key not in _SHARED:
-        _SHARED[key] = create_feature_extractor(name, list(layers), pretrained=pretrained).to(device).eval()
+        # Building the model draws its (then overwritten) initial weights from the global generator; fork it
+        # so that a detector seeded before this call trains the same whether the extractor was cached or not.
+        with torch.random.fork_rng(devices=[]):
+            _SHARED[key] = create_feature_extractor(name, list(layers), pretrained=pretrained).to(device).eval()
     return _SHARED[key]

@@ -101,10 +101,12 @@ def read_model_config(directory: Path) -> tuple[str, dict[str, Any]]:
     return method, config
 
 
-def load_detector(directory: Path, expected_method: Optional[str] = None) -> Any:
+def load_detector(directory: Path, expected_method: Optional[str] = None, device: Optional[str] = None) -> Any:
     """Rebuild the detector saved in ``directory``.
 
     ``expected_method``: when given, a directory of another method is refused before any weights are read.
+    ``device``: where to run it (``auto``, ``cpu``, ``cuda[:N]``), overriding the device saved in the config:
+    a model trained on a GPU must load on the line's CPU. None keeps the saved device.
     Raises :class:`ModelDirectoryError` for missing files, another method, a bad config or corrupt weights.
     """
     from detectors.registry import available, create
@@ -119,6 +121,8 @@ def load_detector(directory: Path, expected_method: Optional[str] = None) -> Any
             f"{config_path}: method '{method}' is not a registered detector "
             f"(available: {', '.join(available()) or 'none'})"
         )
+    if device is not None and "device" in config:
+        config = {**config, "device": device}
     try:
         detector = create(method, **config)
     except DetectorError as exc:

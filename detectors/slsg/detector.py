@@ -39,6 +39,7 @@ from detectors.tsdn.training import (
     check_state_shapes,
     fingerprint,
     optimizer_to,
+    prefetch,
     step_rng,
 )
 
@@ -97,6 +98,7 @@ class SLSGConfig(BaseModel):
     checkpoint_dir: Optional[str] = Field(None, description="folder for the resumable training checkpoint")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     mixed_precision: bool = Field(True, description="autocast on CUDA (no effect on CPU)")
+    prefetch_workers: int = Field(2, ge=0, description="threads simulating anomalies ahead of training (0: inline)")
     device: str = "auto"
     seed: int = 0
 
@@ -297,8 +299,9 @@ class SLSG(Detector):
         pool = images.images.permute(0, 2, 3, 1).numpy()  # (N, S, S, 3) float32
         net.train()
         net.encoder.eval()
-        for step in range(max(start, gpt_steps), total):
-            t = step - gpt_steps
+
+        def make_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """Step ``step``'s SegNet batch on the CPU: x (B, 3, S, S) float, y (B, S, S) bool."""
             rng = step_rng(cfg.seed, step, stream=1)
             normal_idx = rng.choice(n, size=cfg.batch_normal, replace=n < cfg.batch_normal)
             source_idx = rng.choice(n, size=cfg.batch_anomalous, replace=n < cfg.batch_anomalous)
@@ -310,8 +313,11 @@ class SLSG(Detector):
                 image_a, mask, _ = simulate_anomaly(pool[i], _Others(pool, int(i)), rng, settings)
                 batch.append(image_a)
                 targets.append(mask)
-            x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous().to(self.device)
-            y = torch.from_numpy(np.stack(targets)).to(self.device)
+            return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(targets))
+
+        for step, (x, y) in prefetch(make_batch, range(max(start, gpt_steps), total), cfg.prefetch_workers):
+            t = step - gpt_steps
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             for group in opt_s.param_groups:
                 group["lr"] = self._seg_lr(t)
             with self._autocast():

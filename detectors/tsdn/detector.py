@@ -27,7 +27,7 @@ from detectors.errors import DetectorError
 from detectors.imagesets import check_images
 from detectors.registry import register
 from detectors.tsdn.model import TSDNNet, gaussian_blur, tsdn_losses
-from detectors.tsdn.surf import surf_batch
+from detectors.tsdn.surf import SuperpixelCache, surf_batch
 from detectors.tsdn.training import (
     CheckpointStore,
     TrainImages,
@@ -36,6 +36,7 @@ from detectors.tsdn.training import (
     check_state_shapes,
     fingerprint,
     optimizer_to,
+    prefetch,
     step_rng,
 )
 
@@ -74,6 +75,7 @@ class TSDNConfig(BaseModel):
     checkpoint_dir: Optional[str] = Field(None, description="folder for the resumable training checkpoint")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     mixed_precision: bool = Field(True, description="autocast on CUDA (no effect on CPU)")
+    prefetch_workers: int = Field(2, ge=0, description="threads preparing SURF batches ahead (0: inline)")
     device: str = "auto"
     seed: int = 0
 
@@ -164,15 +166,24 @@ class TSDN(Detector):
             start = int(saved["step"])
             report(start, total, f"resumed from {store.path} at step {start}")
 
-        net.train()
-        last: dict[str, float] = {}
-        for step in range(start, total):
+        superpixels = SuperpixelCache(images.images, cfg.n_segments)
+        if start < total:
+            report(start, total, f"SLIC superpixels of {n} training images")
+            superpixels.fill()
+
+        def make_batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             idx = batch_indices(cfg.seed, step, n, cfg.batch_size)
             clean = images.images[idx]
             distorted, fill_mask = surf_batch(
-                clean, cfg.n_segments, cfg.n_filled, step_rng(cfg.seed, step), cfg.surf_probability
+                clean, cfg.n_segments, cfg.n_filled, step_rng(cfg.seed, step), cfg.surf_probability,
+                labels=superpixels.labels(idx),
             )
-            clean, distorted, fill_mask = (t.to(self.device) for t in (clean, distorted, fill_mask))
+            return clean, distorted, fill_mask
+
+        net.train()
+        last: dict[str, float] = {}
+        for step, batch in prefetch(make_batch, range(start, total), cfg.prefetch_workers):
+            clean, distorted, fill_mask = (t.to(self.device, non_blocking=True) for t in batch)
             with self._autocast():
                 out = net(distorted)
             losses = tsdn_losses(out, clean, fill_mask, cfg.loss_weights)

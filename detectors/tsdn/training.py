@@ -9,11 +9,13 @@ the same model as an uninterrupted run.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from detectors.image_ops import check_batch as shared_check_batch
 
 CHECKPOINT_FILE = "checkpoint.pt"
 #: Config keys that do not change what a run learns (excluded from the resume fingerprint).
-NON_LEARNING_KEYS = ("device", "checkpoint_dir", "checkpoint_every", "inference_batch_size")
+NON_LEARNING_KEYS = ("device", "checkpoint_dir", "checkpoint_every", "inference_batch_size", "prefetch_workers")
 
 
 def check_batch(images: Any, image_size: int, where: str, method: str) -> torch.Tensor:
@@ -67,6 +69,38 @@ class TrainImages:
         h.update("\n".join(self.sources).encode())
         h.update(np.asarray(self.images.double().sum(dim=(1, 2, 3)).numpy()).round(4).tobytes())
         return h.hexdigest()
+
+
+T = TypeVar("T")
+
+
+def prefetch(make: Callable[[int], T], steps: range, workers: int) -> Iterator[tuple[int, T]]:
+    """Yield ``(step, make(step))`` for ``steps`` in order, preparing up to ``2 * workers`` steps ahead.
+
+    ``make`` builds one step's batch on the CPU (random choices only from :func:`step_rng`, so the batches
+    are the same as without prefetching); it runs in ``workers`` threads while the caller trains on the
+    previous batch. ``workers = 0`` builds each batch inline. An exception in ``make`` is raised here.
+    """
+    if workers <= 0:
+        for step in steps:
+            yield step, make(step)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch")
+    pending: collections.deque[tuple[int, Future]] = collections.deque()
+    order = iter(steps)
+    try:
+        for step in order:
+            pending.append((step, pool.submit(make, step)))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            step, future = pending.popleft()
+            following = next(order, None)
+            if following is not None:
+                pending.append((following, pool.submit(make, following)))
+            yield step, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:

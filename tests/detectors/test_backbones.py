@@ -215,3 +215,17 @@ def test_seed_everything_reproduces_global_draws() -> None:
     generator = seed_everything(7)
     second = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item())
     assert first == second
+
+
+def test_building_a_shared_extractor_leaves_the_global_generator_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A detector seeds itself, then asks for its frozen backbone: the first (uncached) build must not shift
+    # the random draws that follow, or the first model trained in a process differs from the next ones.
+    import detectors.backbones as backbones
+
+    monkeypatch.setattr(backbones, "_SHARED", {})
+    torch.manual_seed(5)
+    backbones.frozen_feature_extractor(OFFLINE_BACKBONE, [1], "offline", "cpu")
+    after_build = torch.rand(3)
+    torch.manual_seed(5)
+    backbones.frozen_feature_extractor(OFFLINE_BACKBONE, [1], "offline", "cpu")  # cached now
+    assert torch.equal(torch.rand(3), after_build)

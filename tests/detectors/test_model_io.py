@@ -121,3 +121,21 @@ def test_another_methods_directory(saved: Path) -> None:
         load_detector(saved, expected_method=OTHER_REFERENCE_NAME)
     with pytest.raises(ModelDirectoryError, match=f"not a '{OTHER_REFERENCE_NAME}' one"):
         OtherReferenceDetector.load(saved)
+
+
+def test_a_model_trained_on_a_gpu_loads_on_a_cpu_when_asked(tmp_path: Path) -> None:
+    from detectors.simplenet import SimpleNet
+
+    detector = SimpleNet(SimpleNet.config_class(**{**SimpleNet.smoke_config, "meta_epochs": 1, "epochs_per_meta": 1}))
+    detector.fit(synthetic_imageset(2, size=64, seed=1))
+    directory = detector.save(tmp_path / "model")
+    document = yaml.safe_load((directory / "config.yaml").read_text())
+    document["config"]["device"] = "cuda"  # as written by a training run on a GPU
+    (directory / "config.yaml").write_text(yaml.safe_dump(document))
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelDirectoryError, match="CUDA is not available"):
+            load_detector(directory)
+    loaded = load_detector(directory, device="cpu")
+    assert loaded.device.type == "cpu"
+    images = synthetic_imageset(2, size=64, seed=5).stack_images()
+    np.testing.assert_allclose(loaded.predict(images).anomaly_map, detector.predict(images).anomaly_map, rtol=1e-6)

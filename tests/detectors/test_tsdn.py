@@ -12,7 +12,8 @@ from detectors.errors import DetectorError
 from detectors.synthetic import synthetic_imageset
 from detectors.tsdn import TSDN, TSDNConfig
 from detectors.tsdn.model import gms_loss, normality_target, ssim_loss, tsdn_losses
-from detectors.tsdn.surf import slic_labels, superpixel_random_fill, surf_batch
+from detectors.tsdn.surf import SuperpixelCache, slic_labels, superpixel_random_fill, surf_batch
+from detectors.tsdn.training import prefetch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +37,33 @@ def test_surf_fills_exactly_n_filled_superpixels_and_mask_matches() -> None:
         assert np.allclose(colours, colours[0])
     assert torch.equal(filled[:, ~mask], image[:, ~mask])  # the rest is untouched
     assert (filled[:, mask] != image[:, mask]).any()
+
+
+def test_cached_superpixels_give_the_same_surf_batch_as_computing_them() -> None:
+    images = torch.stack([_image(), _image().flip(-1), _image().flip(-2)])
+    cache = SuperpixelCache(images, 30, workers=2)
+    cache.fill()
+    for k in range(3):
+        assert np.array_equal(cache.labels([k])[0], slic_labels(images[k].permute(1, 2, 0).numpy(), 30))
+    fresh = surf_batch(images, 30, 5, np.random.default_rng(7))
+    cached = surf_batch(images, 30, 5, np.random.default_rng(7), labels=cache.labels([0, 1, 2]))
+    assert torch.equal(fresh[0], cached[0]) and torch.equal(fresh[1], cached[1])
+
+
+def test_prefetch_keeps_step_order_and_raises_the_builders_error() -> None:
+    assert [s for s, _ in prefetch(lambda step: step * step, range(3, 12), workers=3)] == list(range(3, 12))
+    assert [b for _, b in prefetch(lambda step: step * step, range(5), workers=2)] == [0, 1, 4, 9, 16]
+
+    def broken(step: int) -> int:
+        if step == 4:
+            raise ValueError("batch 4 is broken")
+        return step
+
+    seen = []
+    with pytest.raises(ValueError, match="batch 4"):
+        for step, _ in prefetch(broken, range(10), workers=2):
+            seen.append(step)
+    assert seen == [0, 1, 2, 3]
 
 
 def test_surf_batch_probability_zero_keeps_images_clean() -> None:
@@ -116,7 +144,9 @@ def test_training_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
     resumed = TSDN(config)
     stats = resumed.fit(train, progress=watcher)
     assert stats["resumed_from"] == 2 and stats["steps"] == 4
-    assert [d for d, _ in watcher.seen] == [2, 3, 4]  # continues, does not restart
+    steps = [d for d, message in watcher.seen if message.startswith("epoch")]
+    assert steps == [3, 4]  # continues, does not restart
+    assert watcher.seen[0] == (2, f"resumed from {tmp_path / 'ckpt' / 'checkpoint.pt'} at step 2")
     assert len(stats["loss"]) == 4
 
     straight = TSDN(TSDNConfig(**_TINY))
