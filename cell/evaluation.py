@@ -74,11 +74,13 @@ def evaluate_model(
     campaigns: Optional[Sequence[str]] = None,
     n_overlays: int = 6,
     progress: Optional[Progress] = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Score the test split of ``data`` with the model in ``model_dir``; write ``out``/metrics.json,
-    scores.csv, roc.png, overlays/*.png and report.html. Returns the metrics dict."""
+    scores.csv, roc.png, overlays/*.png and report.html. Returns the metrics dict.
+    ``device``: where the model runs (``auto``, ``cpu``, ``cuda[:N]``), whatever it was trained on."""
     model_dir, out = Path(model_dir), Path(out)
-    detector = load_detector(model_dir)
+    detector = load_detector(model_dir, device=device)
     spec = InputSpec.load(model_dir)
     threshold = load_threshold(model_dir)
     image_size = int(detector.config.image_size)

@@ -25,11 +25,13 @@ def _f(value: float) -> str:
               help="capture store or MVTec-layout folder (its test/ side is used)")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="report folder to write")
 @click.option("--campaign", "campaigns", multiple=True, help="only these campaigns of a capture store")
-def command(model_dir: Path, data: Path, out: Path, campaigns: tuple[str, ...]) -> None:
+@click.option("--device", default="auto", show_default=True,
+              help="where the model runs: auto | cpu | cuda[:N] (whatever it was trained on)")
+def command(model_dir: Path, data: Path, out: Path, campaigns: tuple[str, ...], device: str) -> None:
     """Evaluate a trained model on a labelled test split (no model selection, scored once)."""
     console = Console(stderr=True)
     with progress_callback("scoring", console) as progress:
-        metrics = evaluate_model(model_dir, data, out, campaigns=campaigns or None, progress=progress)
+        metrics = evaluate_model(model_dir, data, out, campaigns=campaigns or None, progress=progress, device=device)
     table = Table(title=f"evaluation of {model_dir.name}")
     for column in ("subset", "images", "image AUROC", "pixel AUROC", "AUPRO", "PG0", "F1-max"):
         table.add_column(column, justify="right")

@@ -61,10 +61,13 @@ def inspect_on_cell(
     config: InspectConfig,
     signal_config: SignalConfig,
     threshold_override: Optional[float] = None,
+    device: str = "auto",
     console: Console,
 ) -> InspectionSummary:
-    """Load everything, then run the loop (shared by ``cell inspect`` and ``cell demo``)."""
-    detector = load_detector(model_dir)
+    """Load everything, then run the loop (shared by ``cell inspect`` and ``cell demo``).
+
+    ``device``: where the model runs (``auto``: a GPU when there is one), whatever it was trained on."""
+    detector = load_detector(model_dir, device=device)
     spec = InputSpec.load(model_dir)
     threshold = (
         ThresholdDecision(value=threshold_override, policy="manual")
@@ -104,16 +107,18 @@ def inspect_on_cell(
 @click.option("--seed", type=int, default=None, help="simulated cell: override the seed")
 @click.option("--signal", type=click.Choice(["none", "digital_output"]), default="none",
               help="signal verdicts to the line on the robot's digital outputs")
+@click.option("--device", default="auto", show_default=True,
+              help="where the model runs: auto | cpu | cuda[:N] (whatever it was trained on)")
 def command(cell_path: Path, campaign_path: Path, model_dir: Path, store_path: Path, parts: int,
             name: Optional[str], on_error: str, threshold: Optional[float], defect_rate: Optional[float],
-            seed: Optional[int], signal: str) -> int:
+            seed: Optional[int], signal: str, device: str) -> int:
     """Inspect new parts: OK / NOK / error per part, recorded in the store."""
     console = Console()
     summary = inspect_on_cell(
         cell=load_cell(cell_path, seed=seed, defect_rate=defect_rate), campaign_path=campaign_path,
         model_dir=model_dir, store_path=store_path, parts=parts, name=name,
         config=InspectConfig(on_error=on_error), signal_config=SignalConfig(kind=signal),
-        threshold_override=threshold, console=console,
+        threshold_override=threshold, device=device, console=console,
     )
     counts = summary.counts()
     console.print(f"OK {counts['OK']}, NOK {counts['NOK']}, error {counts['error']}")

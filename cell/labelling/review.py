@@ -103,7 +103,7 @@ class DetectorScoreProvider:
         from detectors.model_io import load_detector
 
         self.model_dir = Path(model_dir)
-        self.detector = load_detector(self.model_dir)
+        self.detector = load_detector(self.model_dir, device="auto")
         self.spec = InputSpec.load(self.model_dir)
         self.threshold = float(load_threshold(self.model_dir).value)
         self.name = f"{getattr(self.detector, 'name', 'model')} ({self.model_dir.name})"
