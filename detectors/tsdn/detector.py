@@ -75,6 +75,9 @@ class TSDNConfig(BaseModel):
     checkpoint_dir: Optional[str] = Field(None, description="folder for the resumable training checkpoint")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     mixed_precision: bool = Field(True, description="autocast on CUDA (no effect on CPU)")
+    normal_skip_levels: int = Field(
+        4, ge=0, le=4, description="encoder skips fed to DCD_N, deepest first (paper: all 4; fewer = ablation)"
+    )
     prefetch_workers: int = Field(2, ge=0, description="threads preparing SURF batches ahead (0: inline)")
     device: str = "auto"
     seed: int = 0
@@ -130,7 +133,7 @@ class TSDN(Detector):
             encoder = create_feature_extractor(cfg.backbone, [0, 1, 2, 3, 4], pretrained=pretrained)
             try:
                 net = TSDNNet(encoder, cfg.image_size, cfg.channels, cfg.decoder_widths, cfg.fne_conv_channels, cfg.fne_hidden,
-                              cfg.train_encoder)
+                              cfg.train_encoder, cfg.normal_skip_levels)
             except ValueError as exc:
                 raise DetectorError(f"tsdn: backbone '{cfg.backbone}': {exc}") from None
         return net.to(self.device)

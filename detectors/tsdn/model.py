@@ -209,8 +209,10 @@ class TSDNNet(nn.Module):
         fne_conv_channels: int,
         fne_hidden: int,
         train_encoder: bool = True,
+        normal_skip_levels: int = 4,
     ) -> None:
         super().__init__()
+        self.normal_skip_levels = int(normal_skip_levels)
         if len(encoder.channels) != 5:
             raise ValueError(f"TSDN needs 5 encoder levels (strides 2..32), got {encoder.channels}")
         self.encoder = encoder
@@ -234,7 +236,10 @@ class TSDNNet(nn.Module):
         mask = torch.sigmoid(mask_logits).detach()
         w_logits = self.fne(feats, mask)
         normal = torch.sigmoid(w_logits)[:, :, None, None].to(feats.dtype) * feats
-        reconstruction = torch.sigmoid(self.dcd_n(normal, skips, size))
+        # DCD_N gets the encoder skips of its ``normal_skip_levels`` deepest levels (the paper: all 4); the
+        # shallower ones are zeroed (an ablation knob for the investigation of defects copied through skips).
+        normal_skips = [s if k < self.normal_skip_levels else torch.zeros_like(s) for k, s in enumerate(skips)]
+        reconstruction = torch.sigmoid(self.dcd_n(normal, normal_skips, size))
         return {
             "features": feats,
             "mask_logits": mask_logits,

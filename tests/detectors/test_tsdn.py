@@ -161,3 +161,17 @@ def test_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
     TSDN(TSDNConfig(**base)).fit(train)
     with pytest.raises(DetectorError, match="another run.*lr"):
         TSDN(TSDNConfig(**{**base, "lr": 1e-4})).fit(train)
+
+
+def test_normal_skip_levels_zeroes_the_shallower_skips_of_dcd_n() -> None:
+    from detectors.backbones import OFFLINE_BACKBONE, create_feature_extractor
+    from detectors.tsdn.model import TSDNNet
+
+    encoder = create_feature_extractor(OFFLINE_BACKBONE, [0, 1, 2, 3, 4], "none")
+    net = TSDNNet(encoder, 64, 16, [16, 16, 16, 16], 8, 16, normal_skip_levels=1).eval()
+    seen = {}
+    net.dcd_n.register_forward_hook(lambda module, args, out: seen.update(skips=args[1]))
+    net(torch.rand(1, 3, 64, 64))
+    assert len(seen["skips"]) == 4
+    assert seen["skips"][0].abs().sum() > 0  # the deepest skip (stride 16) is kept
+    assert all(float(s.abs().sum()) == 0 for s in seen["skips"][1:])
