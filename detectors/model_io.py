@@ -122,6 +122,9 @@ def load_detector(directory: Path, expected_method: Optional[str] = None, device
             f"(available: {', '.join(available()) or 'none'})"
         )
     if device is not None and "device" in config:
+        from detectors.device import resolve_device
+
+        resolve_device(device)  # a bad or unavailable device is the caller's error, not the directory's
         config = {**config, "device": device}
     try:
         detector = create(method, **config)

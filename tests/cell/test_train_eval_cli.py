@@ -109,3 +109,31 @@ def test_eval_leaves_out_images_the_model_was_trained_on(trained, tmp_path, caps
     assert main(["eval", "--model", str(model), "--data", str(leaky), "--out", str(tmp_path / "r2")]) == 0
     metrics = json.loads((tmp_path / "r2" / "metrics.json").read_text())
     assert metrics["excluded_training_side_images"] == 10 and metrics["n_images"] == 8
+
+
+def test_a_model_trained_on_a_gpu_is_evaluated_on_this_machine(trained, tmp_path):
+    import shutil
+
+    import yaml
+
+    root, data, _, model = trained
+    gpu_model = tmp_path / "gpu_model"
+    shutil.copytree(model, gpu_model)
+    document = yaml.safe_load((gpu_model / "config.yaml").read_text())
+    document["config"]["device"] = "cuda"  # what a training run with --device cuda writes
+    (gpu_model / "config.yaml").write_text(yaml.safe_dump(document))
+    # default --device auto: runs wherever it is, a GPU or not
+    assert main(["eval", "--model", str(gpu_model), "--data", str(data), "--out", str(tmp_path / "auto")]) == 0
+    assert main(["eval", "--model", str(gpu_model), "--data", str(data), "--out", str(tmp_path / "cpu"),
+                 "--device", "cpu"]) == 0
+    first = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    second = json.loads((tmp_path / "cpu" / "metrics.json").read_text())
+    assert first["image_auroc"] == pytest.approx(second["image_auroc"], abs=1e-6)
+
+
+def test_an_unknown_device_is_a_one_line_error(trained, tmp_path, capsys):
+    _, data, _, model = trained
+    assert main(["eval", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--device", "gpu0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: device 'gpu0' is not a device name (use auto, cpu, cuda, cuda:N or mps)"
