@@ -12,23 +12,32 @@ import click
 
 from cell.errors import USER_ERRORS
 
-#: Modules of :mod:`cell.commands`; each defines ``command`` (a click command or group).
-COMMAND_MODULES: tuple[str, ...] = ("check", "capture", "dataset", "calibrate", "label", "train", "evaluate", "inspect", "demo")
+#: Subcommand name -> module of :mod:`cell.commands` that defines it as ``command`` (a click command or group).
+#: A module is imported only when its command runs (or for ``cell --help``), so ``cell capture`` or
+#: ``cell check`` do not pay for importing torch.
+COMMAND_MODULES: dict[str, str] = {
+    "check": "check", "capture": "capture", "dataset": "dataset", "calibrate": "calibrate", "label": "label",
+    "train": "train", "eval": "evaluate", "inspect": "inspect", "demo": "demo",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use (commands added directly still work)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            module = importlib.import_module(f"cell.commands.{COMMAND_MODULES[cmd_name]}")
+            self.add_command(module.command, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="inspection-cell")
 def cli() -> None:
     """Robotic acquisition-and-inspection cell: capture, label, train, evaluate, inspect."""
-
-
-def _register_commands() -> None:
-    for module_name in COMMAND_MODULES:
-        module = importlib.import_module(f"cell.commands.{module_name}")
-        cli.add_command(module.command)
-
-
-_register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,30 @@ Public API::
     det = detectors.create("simplenet", image_size=256)
     det.fit(train_set); pred = det.predict(images)   # images (B, 3, H, W) float in [0, 1]
 """
-from detectors.base import Detector, Prediction
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from detectors.errors import DetectorError
-from detectors.registry import available, create, register
+
+#: Public name -> defining module, imported on first access (PEP 562) so that importing
+#: ``detectors.errors`` (as the CLI does for its error handling) does not import torch.
+_LAZY = {
+    "Detector": "detectors.base", "Prediction": "detectors.base",
+    "available": "detectors.registry", "create": "detectors.registry", "register": "detectors.registry",
+}
 
 __all__ = ["Detector", "DetectorError", "Prediction", "available", "create", "register"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'detectors' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
