@@ -38,7 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from detectors.backbones import FeatureExtractor, frozen_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
-from detectors.cfa.inputs import TrainImages, check_batch, gaussian_blur
+from detectors.image_ops import check_batch, gaussian_blur
+from detectors.train_images import TrainImages
 from detectors.cfa.model import (
     CoordConvDescriptor,
     MemoryBankBuilder,

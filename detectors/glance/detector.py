@@ -42,7 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from detectors.backbones import FeatureExtractor, frozen_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
-from detectors.cfa.inputs import TrainImages, check_batch
+from detectors.image_ops import check_batch
+from detectors.train_images import TrainImages
 from detectors.device import autocast_context, autocast_dtype, resolve_device
 from detectors.errors import DetectorError
 from detectors.glance.model import (

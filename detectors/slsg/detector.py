@@ -31,9 +31,9 @@ from detectors.registry import register
 from detectors.slsg.gptnet import GPTNet, PatchDiscriminator, generator_loss, inpainting_mask, lsgan_discriminator_loss
 from detectors.slsg.segnet import SegNet, segnet_loss, top_k_mean
 from detectors.slsg.simulation import SimulationSettings, simulate_anomaly
+from detectors.train_images import StackedTrainImages
 from detectors.tsdn.training import (
     CheckpointStore,
-    TrainImages,
     batch_indices,
     check_batch,
     check_state_shapes,
@@ -213,7 +213,7 @@ class SLSG(Detector):
         Returns ``{"gpt_loss": [...], "seg_loss": [...], "steps", "resumed_from", "train_seconds", ...}``."""
         cfg = self.config
         t0 = time.perf_counter()
-        images = TrainImages(train, cfg.image_size, "SLSG")
+        images = StackedTrainImages(train, cfg.image_size, "SLSG")
         n = len(images)
         gpt_steps = cfg.gpt_epochs * math.ceil(n / cfg.gpt_batch_size)
         total = gpt_steps + cfg.seg_iterations
@@ -349,7 +349,7 @@ class SLSG(Detector):
             "train_seconds": time.perf_counter() - t0,
         }
         if val is not None:
-            val_images = TrainImages(val, cfg.image_size, "SLSG", role="validation").images
+            val_images = StackedTrainImages(val, cfg.image_size, "SLSG", role="validation").images
             scores = self.predict(val_images).score
             stats["val_score_mean"] = float(scores.mean())
             stats["val_score_max"] = float(scores.max())

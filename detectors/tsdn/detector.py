@@ -28,9 +28,9 @@ from detectors.imagesets import check_images
 from detectors.registry import register
 from detectors.tsdn.model import TSDNNet, gaussian_blur, tsdn_losses
 from detectors.tsdn.surf import SuperpixelCache, surf_batch
+from detectors.train_images import StackedTrainImages
 from detectors.tsdn.training import (
     CheckpointStore,
-    TrainImages,
     batch_indices,
     check_batch,
     check_state_shapes,
@@ -148,7 +148,7 @@ class TSDN(Detector):
         Returns ``{"loss": [per-step total], "steps", "resumed_from", "train_seconds", ...}``."""
         cfg = self.config
         t0 = time.perf_counter()
-        images = TrainImages(train, cfg.image_size, "TSDN")
+        images = StackedTrainImages(train, cfg.image_size, "TSDN")
         n = len(images)
         per_epoch = math.ceil(n / cfg.batch_size)
         total = cfg.epochs * per_epoch
@@ -213,7 +213,7 @@ class TSDN(Detector):
             "train_seconds": time.perf_counter() - t0,
         }
         if val is not None:
-            val_images = TrainImages(val, cfg.image_size, "TSDN", role="validation").images
+            val_images = StackedTrainImages(val, cfg.image_size, "TSDN", role="validation").images
             scores = np.concatenate([self.predict(val_images[i : i + cfg.inference_batch_size]).score
                                      for i in range(0, len(val_images), cfg.inference_batch_size)])
             stats["val_score_mean"] = float(scores.mean())

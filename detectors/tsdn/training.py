@@ -1,4 +1,4 @@
-"""Training plumbing shared by TSDN and SLSG: input checks, training-image access, per-step random
+"""Training plumbing shared by TSDN and SLSG: input checks, batch prefetching, per-step random
 generators and atomic, resumable checkpoints.
 
 Resuming: a training loop is a sequence of numbered steps whose random choices come only from
@@ -10,7 +10,6 @@ the same model as an uninterrupted run.
 from __future__ import annotations
 
 import collections
-import hashlib
 import math
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +21,7 @@ import torch
 
 from detectors.errors import DetectorError, ImageSetError
 from detectors.image_ops import check_batch as shared_check_batch
+from detectors.train_images import StackedTrainImages
 
 CHECKPOINT_FILE = "checkpoint.pt"
 #: Config keys that do not change what a run learns (excluded from the resume fingerprint).
@@ -34,41 +34,6 @@ def check_batch(images: Any, image_size: int, where: str, method: str) -> torch.
     if images.shape[0] == 0:
         raise ImageSetError(f"{where}: empty batch of shape {tuple(images.shape)}")
     return images.clamp(0, 1)
-
-
-class TrainImages:
-    """Random access to training images: an ImageSet / sequence of Samples, or a (N, 3, S, S) tensor.
-
-    All images are checked and held in memory (N x 3 x S x S float32) on construction.
-    """
-
-    def __init__(self, data: Any, image_size: int, method: str, role: str = "training") -> None:
-        if data is None:
-            raise ImageSetError(f"{role} set is None")
-        try:
-            n = len(data)
-        except TypeError:
-            raise ImageSetError(f"{role} set of type {type(data).__name__} has no length") from None
-        if n == 0:
-            raise ImageSetError(f"{role} set is empty: {method} needs at least one good image")
-        if isinstance(data, torch.Tensor):
-            images, sources = data, [f"{role}[{i}]" for i in range(n)]
-        else:
-            items = [data[i] for i in range(n)]
-            images = torch.stack([torch.as_tensor(getattr(it, "image", it)) for it in items])
-            sources = [str(getattr(it, "source", f"{role}[{i}]")) for i, it in enumerate(items)]
-        self.images = check_batch(images, image_size, f"{role} images ({sources[0]}..)", method).cpu()
-        self.sources = sources
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def digest(self) -> str:
-        """sha256 over the image sources and pixel sums: identifies the training set in a checkpoint."""
-        h = hashlib.sha256()
-        h.update("\n".join(self.sources).encode())
-        h.update(np.asarray(self.images.double().sum(dim=(1, 2, 3)).numpy()).round(4).tobytes())
-        return h.hexdigest()
 
 
 T = TypeVar("T")
@@ -121,7 +86,7 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> list[int]:
     return order[pos * batch_size : (pos + 1) * batch_size]
 
 
-def fingerprint(config: Any, train: TrainImages, extra: Optional[dict[str, Any]] = None) -> dict[str, str]:
+def fingerprint(config: Any, train: StackedTrainImages, extra: Optional[dict[str, Any]] = None) -> dict[str, str]:
     """What must match for a checkpoint to be resumed: learning-relevant config keys and the training set."""
     data = config.model_dump() if hasattr(config, "model_dump") else dict(config)
     out = {k: repr(v) for k, v in sorted(data.items()) if k not in NON_LEARNING_KEYS}

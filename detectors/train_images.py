@@ -1,0 +1,91 @@
+"""Access to a detector's training (or validation) images, whatever form they come in.
+
+A training set is an ImageSet, a sequence of Samples (anything with ``.image`` (3, S, S) and optionally
+``.source``), or a (N, 3, S, S) tensor. :class:`TrainImages` reads images on demand (CFA, Glancing at the
+Patch: features are computed batch by batch); :class:`StackedTrainImages` checks them all once and holds them
+in memory as one tensor (TSDN, SLSG: random batches every step, a digest for resumable checkpoints).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from detectors.errors import ImageSetError
+from detectors.image_ops import check_batch
+
+
+def _image_tensor(item: Any) -> torch.Tensor:
+    image = getattr(item, "image", item)
+    if not isinstance(image, torch.Tensor):
+        image = torch.as_tensor(np.asarray(image))
+    return image
+
+
+class TrainImages:
+    """Random access to training images, read on demand. ``role`` ("training", "validation") and ``method``
+    name the set in errors; a missing, length-less or empty set is an ImageSetError."""
+
+    def __init__(self, data: Any, role: str, method: str) -> None:
+        if data is None:
+            raise ImageSetError(f"{method}: {role} set is None")
+        try:
+            n = len(data)
+        except TypeError:
+            raise ImageSetError(f"{method}: {role} set of type {type(data).__name__} has no length") from None
+        if n == 0:
+            raise ImageSetError(f"{method}: {role} set is empty: at least one good image is needed")
+        self.data = data
+        self.role = role
+        self.method = method
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def source(self, i: int) -> str:
+        """Where image ``i`` came from (its path / id), for error messages."""
+        if isinstance(self.data, torch.Tensor):
+            return f"{self.role}[{i}]"
+        return str(getattr(self.data[i], "source", f"{self.role}[{i}]"))
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        """Images ``indices`` stacked as (b, 3, S, S) (not yet validated)."""
+        if isinstance(self.data, torch.Tensor):
+            return self.data[list(indices)]
+        return torch.stack([_image_tensor(self.data[i]) for i in indices])
+
+    def chunks(self, batch_size: int) -> list[list[int]]:
+        """Consecutive index lists of at most ``batch_size``."""
+        return [list(range(s, min(self.n, s + batch_size))) for s in range(0, self.n, batch_size)]
+
+
+class StackedTrainImages(TrainImages):
+    """All images read once, checked (3 channels, ``image_size`` square, values in range) and held on the CPU
+    as ``images`` (N, 3, S, S) float32 clamped to [0, 1]; ``sources`` names each one."""
+
+    def __init__(self, data: Any, image_size: int, method: str, role: str = "training") -> None:
+        super().__init__(data, role, method)
+        if isinstance(data, torch.Tensor):
+            images, sources = data, [f"{role}[{i}]" for i in range(self.n)]
+        else:
+            items = [data[i] for i in range(self.n)]
+            images = torch.stack([_image_tensor(it) for it in items])
+            sources = [str(getattr(it, "source", f"{role}[{i}]")) for i, it in enumerate(items)]
+        self.images = check_batch(images, image_size, method, f"{role} images ({sources[0]}..)").clamp(0, 1).cpu()
+        self.sources = sources
+
+    def source(self, i: int) -> str:
+        return self.sources[i]
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        return self.images[list(indices)]
+
+    def digest(self) -> str:
+        """sha256 over the image sources and pixel sums: identifies the training set in a checkpoint."""
+        h = hashlib.sha256()
+        h.update("\n".join(self.sources).encode())
+        h.update(np.asarray(self.images.double().sum(dim=(1, 2, 3)).numpy()).round(4).tobytes())
+        return h.hexdigest()
