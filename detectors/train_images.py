@@ -26,9 +26,10 @@ def _image_tensor(item: Any) -> torch.Tensor:
 
 class TrainImages:
     """Random access to training images, read on demand. ``role`` ("training", "validation") and ``method``
-    name the set in errors; a missing, length-less or empty set is an ImageSetError."""
+    name the set in errors; a missing, length-less or empty set is an ImageSetError. With ``image_size``,
+    :meth:`batch` refuses an image that is not (3, image_size, image_size), naming its source."""
 
-    def __init__(self, data: Any, role: str, method: str) -> None:
+    def __init__(self, data: Any, role: str, method: str, image_size: int | None = None) -> None:
         if data is None:
             raise ImageSetError(f"{method}: {role} set is None")
         try:
@@ -40,6 +41,7 @@ class TrainImages:
         self.data = data
         self.role = role
         self.method = method
+        self.image_size = image_size
         self.n = n
 
     def __len__(self) -> int:
@@ -55,7 +57,17 @@ class TrainImages:
         """Images ``indices`` stacked as (b, 3, S, S) (not yet validated)."""
         if isinstance(self.data, torch.Tensor):
             return self.data[list(indices)]
-        return torch.stack([_image_tensor(self.data[i]) for i in indices])
+        images = []
+        for i in indices:
+            image = _image_tensor(self.data[i])
+            s = self.image_size
+            if s is not None and tuple(image.shape) != (3, s, s):
+                raise ImageSetError(
+                    f"{self.source(i)}: image is {'x'.join(map(str, image.shape))}, this {self.method} needs "
+                    f"3x{s}x{s} (image_size {s}); resize or tile the images"
+                )
+            images.append(image)
+        return torch.stack(images)
 
     def chunks(self, batch_size: int) -> list[list[int]]:
         """Consecutive index lists of at most ``batch_size``."""
@@ -67,7 +79,7 @@ class StackedTrainImages(TrainImages):
     as ``images`` (N, 3, S, S) float32 clamped to [0, 1]; ``sources`` names each one."""
 
     def __init__(self, data: Any, image_size: int, method: str, role: str = "training") -> None:
-        super().__init__(data, role, method)
+        super().__init__(data, role, method, image_size)
         if isinstance(data, torch.Tensor):
             images, sources = data, [f"{role}[{i}]" for i in range(self.n)]
         else:

@@ -26,7 +26,7 @@ Differences from the reference code (DonaldRR/SimpleNet), all deliberate:
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Literal, Optional, Sequence
+from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 import torch
@@ -36,9 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from detectors.backbones import FeatureExtractor, frozen_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
 from detectors.device import autocast_context, autocast_dtype, resolve_device
-from detectors.errors import DetectorError, ImageSetError
+from detectors.errors import DetectorError
 from detectors.registry import register
 from detectors.image_ops import check_batch, gaussian_blur
+from detectors.train_images import TrainImages
 from detectors.simplenet.model import (
     Adaptor,
     AnomalousFeatureGenerator,
@@ -86,58 +87,6 @@ class SimpleNetConfig(BaseModel):
     mixed_precision: bool = Field(True, description="autocast on CUDA (no effect on CPU)")
     device: str = "auto"
     seed: int = 0
-
-
-def _image_tensor(item: Any) -> torch.Tensor:
-    image = getattr(item, "image", item)
-    if not isinstance(image, torch.Tensor):
-        image = torch.as_tensor(np.asarray(image))
-    return image
-
-
-class _Images:
-    """Uniform random access to training images: an ImageSet / sequence of Samples, or a (N,3,S,S) tensor.
-
-    Every image must be (3, S, S) with S = ``image_size``; a mismatch is an ImageSetError naming the source.
-    """
-
-    def __init__(self, data: Any, role: str, image_size: int) -> None:
-        if data is None:
-            raise ImageSetError(f"{role} set is None")
-        try:
-            n = len(data)
-        except TypeError:
-            raise ImageSetError(f"{role} set of type {type(data).__name__} has no length") from None
-        if n == 0:
-            raise ImageSetError(f"{role} set is empty: SimpleNet needs at least one good image")
-        self.data = data
-        self.role = role
-        self.n = n
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return self.n
-
-    def source(self, i: int) -> str:
-        if isinstance(self.data, torch.Tensor):
-            return f"{self.role}[{i}]"
-        return str(getattr(self.data[i], "source", f"{self.role}[{i}]"))
-
-    def batch(self, indices: Sequence[int]) -> torch.Tensor:
-        """(len(indices), 3, S, S) images (not yet range-checked)."""
-        if isinstance(self.data, torch.Tensor):
-            return self.data[list(indices)]
-        s = self.image_size
-        images = []
-        for i in indices:
-            image = _image_tensor(self.data[i])
-            if tuple(image.shape) != (3, s, s):
-                raise ImageSetError(
-                    f"{self.source(i)}: image is {'x'.join(map(str, image.shape))}, this SimpleNet needs "
-                    f"3x{s}x{s} (image_size {s}); resize or tile the images"
-                )
-            images.append(image)
-        return torch.stack(images)
 
 
 def _finish_stats(total: torch.Tensor, total_sq: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,7 +217,7 @@ class SimpleNet(Detector):
     def _fit(self, train: Any, val: Optional[Any], progress: Optional[ProgressCallback]) -> dict[str, Any]:
         cfg = self.config
         t_start = time.perf_counter()
-        images = _Images(train, "training", cfg.image_size)
+        images = TrainImages(train, "training", "SimpleNet", cfg.image_size)
         n = len(images)
         self._fitted = False
         total_epochs = cfg.meta_epochs * cfg.epochs_per_meta
@@ -377,11 +326,11 @@ class SimpleNet(Detector):
             "seed": cfg.seed,
         }
         if val is not None:
-            stats["val"] = self._score_stats(_Images(val, "validation", cfg.image_size))
+            stats["val"] = self._score_stats(TrainImages(val, "validation", "SimpleNet", cfg.image_size))
         return stats
 
     @torch.no_grad()
-    def _feature_stats(self, images: _Images) -> tuple[torch.Tensor, torch.Tensor]:
+    def _feature_stats(self, images: TrainImages) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and std (D,) of the aggregated training features (one streaming pass)."""
         d = self.config.target_dim
         total = torch.zeros(d, dtype=torch.float64, device=self.device)
@@ -424,7 +373,7 @@ class SimpleNet(Detector):
             pa = (anomalous_scores < -m).float().mean()
         return loss.detach(), pn, pa
 
-    def _score_stats(self, images: _Images) -> dict[str, float]:
+    def _score_stats(self, images: TrainImages) -> dict[str, float]:
         scores = []
         for start in range(0, len(images), self.config.inference_batch_size):
             idx = list(range(start, min(len(images), start + self.config.inference_batch_size)))
