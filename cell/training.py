@@ -31,6 +31,7 @@ from cell.datasets import LabelledImage, is_capture_store, open_images, split_by
 from cell.errors import CellError, ConfigFileError
 from cell.model_input import InputSpec, score_capture, training_tiles, working_image
 from detectors.imagesets import InMemoryImageSet
+from detectors import registry
 from detectors.registry import validate_config
 from detectors.thresholds import ThresholdDecision, choose_threshold
 
@@ -116,7 +117,8 @@ def train_model(
     if out.exists() and not force:
         raise CellError(f"{out}: already exists; choose another --out or pass --force to replace it")
     spec = train_config.input or _default_input(data)
-    detector = detectors.create(train_config.method, **train_config.config)
+    detector_config, checkpoint_dir = _with_checkpoint_dir(train_config, out)
+    detector = detectors.create(train_config.method, **detector_config)
     image_size = int(detector.config.image_size)
     seed = int(getattr(detector.config, "seed", 0))
     threshold_config = train_config.threshold
@@ -132,6 +134,8 @@ def train_model(
             f"({len(holdout)} held out for the threshold, {len(defects)} labelled defects for validation)"
         )
         train_set = _inputs_for_fit(fit_items, spec, image_size)
+        if checkpoint_dir is not None:
+            log(f"checkpoints in {checkpoint_dir}: the same command resumes an interrupted training from there")
         started = time.perf_counter()
         stats = detector.fit(train_set, progress=progress)
         train_seconds = time.perf_counter() - started
@@ -157,8 +161,29 @@ def train_model(
         "threshold": decision.to_dict(),
         "fit_stats": _jsonable(stats),
     }
+    if checkpoint_dir is not None:  # the model directory does not point at a folder that is about to go
+        detector.config = detector.config.model_copy(update={"checkpoint_dir": None})
     _write_model_dir(detector, out, spec, decision, provenance, summary, force)
+    if checkpoint_dir is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
+
+
+def _with_checkpoint_dir(train_config: TrainConfig, out: Path) -> tuple[dict[str, Any], Optional[Path]]:
+    """The detector config to train with, and the checkpoint folder ``cell train`` manages (or None).
+
+    A detector with resumable training (a ``checkpoint_dir`` setting: TSDN, SLSG) that was given none gets
+    ``<out's folder>/.<out's name>.checkpoint``: an interrupted ``cell train`` run with the same arguments
+    resumes there, and the folder is removed once the model directory is written. A ``checkpoint_dir`` set in
+    the config is the user's and is left alone.
+    """
+    config = dict(train_config.config)
+    fields = getattr(registry.detector_class(train_config.method).config_class, "model_fields", {})
+    if "checkpoint_dir" not in fields or config.get("checkpoint_dir"):
+        return config, None
+    checkpoint_dir = out.parent / f".{out.name}.checkpoint"
+    config["checkpoint_dir"] = str(checkpoint_dir)
+    return config, checkpoint_dir
 
 
 def _decide(config: ThresholdConfig, good_scores: np.ndarray, defect_scores: np.ndarray) -> ThresholdDecision:

@@ -137,3 +137,32 @@ def test_an_unknown_device_is_a_one_line_error(trained, tmp_path, capsys):
                  "--device", "gpu0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "error: device 'gpu0' is not a device name (use auto, cpu, cuda, cuda:N or mps)"
+
+
+def test_an_interrupted_training_resumes_from_its_checkpoint(tmp_path):
+    import yaml
+
+    from cell.training import train_model
+    from detectors.tsdn import TSDN
+
+    data = make_mvtec_folder(tmp_path / "data", n_train=6)
+    tiny = {**TSDN.smoke_config, "pretrained": "none", "epochs": 2, "batch_size": 2, "checkpoint_every": 2}
+    config = write_detector_config(tmp_path / "tsdn.yaml", "tsdn", tiny,
+                                   threshold={"policy": "auto", "holdout_fraction": 0.3})
+    out = tmp_path / "model"
+
+    def interrupt_after_three_steps(done, total, message):
+        if message.startswith("epoch") and done >= 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(config, data, out, progress=interrupt_after_three_steps)
+    checkpoint = tmp_path / ".model.checkpoint" / "checkpoint.pt"
+    assert checkpoint.is_file() and not out.exists()  # nothing half-written where the model goes
+
+    seen = []
+    summary = train_model(config, data, out, progress=lambda done, total, message: seen.append(message))
+    assert summary["fit_stats"]["resumed_from"] == 2 and any(m.startswith("resumed from") for m in seen)
+    assert not checkpoint.parent.exists()  # cleaned up once the model directory is complete
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["config"]["checkpoint_dir"] is None
