@@ -113,6 +113,7 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
             speed=campaign_file.plan.speed, accel=campaign_file.plan.accel, on_new_part=cell.on_new_part,
             config=campaign_identity(cell, campaign_file), progress=RichCampaignProgress(err),
             sim_clock=cell.clock.now if cell.clock is not None else None,
+            camera_retries=cell.config.capture.camera_retries, capture_timeout_s=cell.config.capture.timeout_s,
         )
     console.print(f"{summary.captures_new} captures of {good_parts} parts x {len(plan)} poses in {summary.wall_s:.1f} s")
 

@@ -80,6 +80,9 @@ def inspect_on_cell(
         f"inspecting {parts} parts x {len(plan)} poses with {model_dir} "
         f"(threshold {threshold.value:.5g}, {threshold.policy}); campaign {campaign} in {store_path}"
     )
+    # The cell file's capture settings (camera timeout, retries) hold on the line as in a campaign.
+    config = config.model_copy(update={"camera_retries": cell.config.capture.camera_retries,
+                                       "capture_timeout_s": cell.config.capture.timeout_s})
     with CaptureStore(store_path, create=True) as store, cell:
         return run_inspection(
             robot=cell.robot, camera=cell.camera, store=store, plan=plan,

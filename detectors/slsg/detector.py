@@ -284,6 +284,12 @@ class SLSG(Detector):
             net = self._segnet(self._encoder("none"))
             net.load_state_dict(saved["seg"])
         else:
+            if encoder is None and saved is not None and start == gpt_steps > 0:
+                # resumed exactly at the end of pre-training: SegNet starts from the GPT-trained encoder
+                gpt, _ = self._gpt(self._encoder("none"))
+                gpt.load_state_dict(saved["gpt"])
+                encoder = gpt.encoder
+                del gpt
             if encoder is None:  # no pre-training configured
                 encoder = self._encoder(cfg.pretrained)
             net = self._segnet(encoder)

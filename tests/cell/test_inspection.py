@@ -111,3 +111,28 @@ def test_plan_outside_the_envelope_is_refused_before_any_motion(tmp_path):
                 config=InspectConfig(),
             )
         assert cell.robot.move_count == moves
+
+
+def test_cell_inspect_takes_camera_timeout_and_retries_from_the_cell_file(tmp_path, monkeypatch):
+    # The cell file's `capture:` section holds on the line as in a capture campaign.
+    from pathlib import Path
+
+    from rich.console import Console
+
+    import cell.commands.inspect as inspect_command
+    from cell.cell_factory import CaptureSettings
+    from cell.line_signal import SignalConfig
+    from tests.cell.sim_fixtures import DEMO_CAMPAIGN
+
+    cell = small_cell(seed=1)
+    cell.config = cell.config.model_copy(update={"capture": CaptureSettings(timeout_s=0.7, camera_retries=0)})
+    seen = {}
+    monkeypatch.setattr(inspect_command, "load_detector", lambda *args, **kwargs: LocalContrastDetector())
+    monkeypatch.setattr(inspect_command.InputSpec, "load", staticmethod(lambda directory: InputSpec(mode="tile")))
+    monkeypatch.setattr(inspect_command, "run_inspection", lambda **kwargs: seen.update(kwargs["config"].model_dump()))
+    inspect_command.inspect_on_cell(
+        cell=cell, campaign_path=Path(DEMO_CAMPAIGN), model_dir=tmp_path / "model", store_path=tmp_path / "store",
+        parts=1, name="line", config=InspectConfig(on_error="stop"), signal_config=SignalConfig(),
+        threshold_override=1.0, console=Console(file=open(tmp_path / "log.txt", "w")),
+    )
+    assert seen["camera_retries"] == 0 and seen["capture_timeout_s"] == 0.7 and seen["on_error"] == "stop"

@@ -180,3 +180,24 @@ def test_training_resumes_across_the_two_stages(tmp_path: Path) -> None:
     # a finished checkpoint resumes to the end immediately
     again = SLSG(config).fit(train)
     assert again["resumed_from"] == 6
+
+
+def test_resuming_at_the_end_of_pretraining_keeps_the_pretrained_encoder(tmp_path: Path) -> None:
+    # Interrupted right after the last GPT-Net step (whose checkpoint holds only GPT-Net): the resumed SegNet
+    # must start from the pre-trained encoder, exactly as an uninterrupted run does.
+    train = synthetic_imageset(4, size=64, seed=0)
+    base = {**SLSG.smoke_config, "pretrained": "none", "gpt_epochs": 2, "gpt_batch_size": 2, "seg_iterations": 2}
+    config = SLSGConfig(**base, checkpoint_dir=str(tmp_path), checkpoint_every=1)
+
+    def interrupt(done: int, total: int, message: str) -> None:
+        if done == 4:  # the last of 4 GPT-Net steps
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        SLSG(config).fit(train, progress=interrupt)
+    resumed = SLSG(config)
+    assert resumed.fit(train)["resumed_from"] == 4
+    straight = SLSG(SLSGConfig(**base))
+    straight.fit(train)
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, msg=key)
