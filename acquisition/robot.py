@@ -6,6 +6,7 @@ TCP in the robot base frame. Joint vectors are 6 angles in radians. Speeds are m
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -70,3 +71,14 @@ class Robot(Protocol):
 
     def recover(self) -> None:
         """Clear a protective stop / restart the control program, or raise if that is impossible."""
+
+
+def trapezoid_duration(distance: float, speed: float, accel: float) -> float:
+    """Seconds to travel ``distance`` (m or rad; its magnitude) from rest to rest at most at ``speed`` with
+    ``accel``: trapezoid ``d / v + v / a`` when ``d >= v^2 / a``, else triangle ``2 sqrt(d / a)``."""
+    distance, speed, accel = abs(float(distance)), float(speed), float(accel)
+    if distance <= 0:
+        return 0.0
+    if distance <= speed * speed / accel:
+        return 2.0 * math.sqrt(distance / accel)
+    return distance / speed + speed / accel

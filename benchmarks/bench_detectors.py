@@ -26,9 +26,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-import yaml
 
 import detectors
+from cell.config import parse_overrides
+from cell.errors import CellError
+from cell.training import load_train_config
 from detectors.errors import DetectorError
 from detectors.imagesets import MVTecImageSet
 from detectors.metrics import evaluate
@@ -42,34 +44,7 @@ TABLE_COLUMNS = (
 
 
 class BenchmarkError(Exception):
-    """A benchmark input is wrong (config file, dataset folder, --set value); one line."""
-
-
-def read_config_file(path: Path, method: str) -> dict[str, Any]:
-    """The ``config`` mapping of a detector config file (``method: ..., config: {...}``)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise BenchmarkError(f"{path}: cannot read YAML ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
-    if not isinstance(data, dict):
-        raise BenchmarkError(f"{path}: expected a mapping with 'method' and 'config'")
-    if data.get("method", method) != method:
-        raise BenchmarkError(f"{path}: is a config for '{data.get('method')}', not '{method}'")
-    config = data.get("config", {}) or {}
-    if not isinstance(config, dict):
-        raise BenchmarkError(f"{path}: key 'config' must be a mapping")
-    return dict(config)
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` -> dict, values parsed as YAML scalars/lists (``image_size=128``)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise BenchmarkError(f"--set {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    """A benchmark input is wrong (config file, dataset folder); one line."""
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -272,12 +247,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if config_path is None:
             default = Path(__file__).resolve().parents[1] / "configs" / "detectors" / f"{args.method}.yaml"
             config_path = default if default.exists() else None
-        config = read_config_file(config_path, args.method) if config_path else {}
-        config.update(parse_overrides(args.overrides))
+        overrides = parse_overrides(args.overrides)
         if args.device is not None:
-            config["device"] = args.device
+            overrides["device"] = args.device
+        if config_path is None:
+            config = overrides
+        else:  # the same reading and validation as `cell train --detector FILE --set ...`
+            train_config = load_train_config(config_path, overrides)
+            if train_config.method != args.method:
+                raise BenchmarkError(f"{config_path}: is a config for '{train_config.method}', not '{args.method}'")
+            config = train_config.config
         result = run_benchmark(args.method, args.dataset, config, args.out, args.repeats)
-    except (BenchmarkError, DetectorError) as exc:
+    except (BenchmarkError, DetectorError, CellError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m = result["metrics"]

@@ -83,3 +83,17 @@ def validate_mapping(source: str, data: dict[str, Any], model: type[M]) -> M:
 def load_config(path: str | Path, model: type[M]) -> M:
     """Read and validate one YAML file into ``model``."""
     return validate_mapping(str(path), read_yaml_mapping(path), model)
+
+
+def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` strings -> dict; values are read as YAML scalars (``epochs=2`` is an int)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigFileError(f"--set {pair!r}: expected key=value")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigFileError(f"--set {pair!r}: the value is not a valid YAML scalar") from None
+    return overrides

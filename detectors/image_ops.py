@@ -52,15 +52,16 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
     return kernel / kernel.sum()
 
 
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, H, W) maps; sigma in pixels; kernel radius round(4 sigma) like scipy.
+def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Separable Gaussian blur of (B, H, W) maps; sigma in pixels; kernel radius round(truncate * sigma)
+    like scipy (TSDN uses truncate 3).
 
     Borders use torch's "reflect" padding (scipy's "mirror" mode; the reference's scipy default, "reflect",
     repeats the edge pixel once more: a sub-pixel difference at the border only).
     """
     if sigma <= 0:
         return maps
-    kernel = gaussian_kernel1d(sigma).to(device=maps.device, dtype=maps.dtype)
+    kernel = gaussian_kernel1d(sigma, truncate).to(device=maps.device, dtype=maps.dtype)
     r = kernel.numel() // 2
     x = maps.unsqueeze(1)
     _, _, h, w = x.shape

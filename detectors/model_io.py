@@ -27,7 +27,9 @@ CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.pt"
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write ``path`` crash-safely: ``write(handle)`` into a temporary file beside it, flush, fsync, rename.
+    On any failure the temporary file is removed and ``path`` keeps its previous content (or stays absent)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as handle:
@@ -65,8 +67,8 @@ def save_detector(detector: Any, directory: Path) -> Path:
     config_path = directory / CONFIG_FILE
     if config_path.exists():  # a half-replaced directory must not load: drop the old config first
         config_path.unlink()
-    _atomic_write(directory / WEIGHTS_FILE, lambda f: torch.save(state, f))
-    _atomic_write(config_path, lambda f: f.write(text), mode="w")
+    atomic_write(directory / WEIGHTS_FILE, lambda f: torch.save(state, f))
+    atomic_write(config_path, lambda f: f.write(text), mode="w")
     return directory
 
 

@@ -13,12 +13,12 @@ import numpy as np
 from acquisition.errors import CameraConfigError
 
 _MONO16 = ("Mono10", "Mono12", "Mono14", "Mono16")
-#: GenICam Bayer 8-bit names -> OpenCV demosaicing codes (output BGR).
+#: GenICam Bayer 8-bit names -> OpenCV demosaicing codes (output RGB, in one conversion).
 _BAYER = {
-    "BayerRG8": cv2.COLOR_BayerRGGB2BGR,
-    "BayerGR8": cv2.COLOR_BayerGRBG2BGR,
-    "BayerGB8": cv2.COLOR_BayerGBRG2BGR,
-    "BayerBG8": cv2.COLOR_BayerBGGR2BGR,
+    "BayerRG8": cv2.COLOR_BayerRGGB2RGB,
+    "BayerGR8": cv2.COLOR_BayerGRBG2RGB,
+    "BayerGB8": cv2.COLOR_BayerGBRG2RGB,
+    "BayerBG8": cv2.COLOR_BayerBGGR2RGB,
 }
 SUPPORTED_FORMATS = ("Mono8", *_MONO16, "RGB8", "BGR8", "RGBa8", "BGRa8", *_BAYER)
 
@@ -54,7 +54,6 @@ def convert_buffer(data: np.ndarray, width: int, height: int, pixel_format: str)
     if pixel_format == "BGRa8":
         return np.ascontiguousarray(shaped(4, np.uint8)[:, :, 2::-1])
     if pixel_format in _BAYER:
-        bgr = cv2.cvtColor(shaped(1, np.uint8), _BAYER[pixel_format])
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(shaped(1, np.uint8), _BAYER[pixel_format])
     raise CameraConfigError(
         f"pixel format {pixel_format!r} is not supported; supported: {', '.join(SUPPORTED_FORMATS)}")

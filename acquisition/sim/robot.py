@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from acquisition.envelope import SafetyEnvelope
 from acquisition.errors import ConnectionLost, MotionFailed, ProtectiveStop, UnreachablePose
-from acquisition.robot import RobotStatus
+from acquisition.robot import RobotStatus, trapezoid_duration
 from acquisition.sim.clock import SimClock
 from acquisition.sim.kinematics import (
     UR5_JOINT_LIMIT,
@@ -59,18 +59,6 @@ Pose6 = tuple[float, float, float, float, float, float]
 
 
 # --- time profile ------------------------------------------------------------------------------------
-def trapezoid_duration(distance: float, speed: float, accel: float) -> float:
-    """Seconds to travel ``distance`` >= 0 from rest to rest at most at ``speed`` with ``accel``.
-
-    Trapezoid ``d / v + v / a`` when ``d >= v^2 / a``, else triangle ``2 sqrt(d / a)``.
-    """
-    if distance <= 0:
-        return 0.0
-    if distance >= speed * speed / accel:
-        return distance / speed + speed / accel
-    return 2.0 * math.sqrt(distance / accel)
-
-
 def trapezoid_position(t: float, distance: float, speed: float, accel: float) -> float:
     """Distance covered at time ``t`` (s) of the profile of :func:`trapezoid_duration`; clamped to [0, d]."""
     total = trapezoid_duration(distance, speed, accel)

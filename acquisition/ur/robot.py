@@ -35,7 +35,7 @@ from acquisition.errors import (
     ProtectiveStop,
     RobotError,
 )
-from acquisition.robot import RobotStatus
+from acquisition.robot import RobotStatus, trapezoid_duration
 from acquisition.ur.probe import probe_controller
 from calibration.transforms import rotation_angle_between, rotvec_to_matrix
 
@@ -85,16 +85,6 @@ class URRobotConfig(BaseModel):
     settle_s: float = Field(default=0.0, ge=0, description="wait after a move before it counts as finished")
     recover_timeout_s: float = Field(default=10.0, gt=0, description="how long recover() retries an unlock")
     poll_interval_s: float = Field(default=0.005, gt=0, le=0.1)
-
-
-def trapezoid_duration(distance: float, speed: float, accel: float) -> float:
-    """Seconds to travel ``distance`` from rest to rest with speed and acceleration limits."""
-    distance, speed, accel = abs(float(distance)), float(speed), float(accel)
-    if distance <= 0:
-        return 0.0
-    if distance <= speed * speed / accel:
-        return 2.0 * math.sqrt(distance / accel)
-    return distance / speed + speed / accel
 
 
 def _as_vector6(values: Sequence[float], what: str) -> np.ndarray:

@@ -82,7 +82,7 @@ def _resolve(config_path: Path, path: Path) -> Path:
 def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_parts: Optional[int],
             overrides: tuple[str, ...]) -> None:
     """Capture, train, inspect and evaluate on the simulated cell."""
-    from cell.commands.train import parse_overrides
+    from cell.config import parse_overrides
 
     demo = load_config(config_path, DemoConfig)
     good_parts = good_parts or demo.good_parts

@@ -6,29 +6,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
-import yaml
 from rich.console import Console
 
-from cell.errors import CellError
+from cell.config import parse_overrides
 from cell.progress import progress_callback
 from cell.training import load_train_config, train_model
-
-
-def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``key=value`` strings -> dict; values are read as YAML scalars (``epochs=2`` is an int)."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise CellError(f"--set {pair!r}: expected key=value")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise CellError(f"--set {pair!r}: the value is not a valid YAML scalar") from None
-    return overrides
 
 
 @click.command(name="train")

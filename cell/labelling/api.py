@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 from acquisition.errors import StoreError
 from acquisition.store import COMBINED_TYPE, CaptureRecord, CaptureStore
-from acquisition.store._files import check_name
+from acquisition.store._files import atomic_write, check_name
 from acquisition.store._labels import row_defect_type
 from cell.labelling import masks as M
 from cell.labelling.carry import CarryError, CarryGeometry, carry_labels
@@ -129,20 +128,6 @@ def rgb_png(rgb: np.ndarray) -> bytes:
     if not ok:
         raise ApiError(500, "cannot encode PNG")
     return buf.tobytes()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class LabellingApp:
@@ -266,9 +251,9 @@ class LabellingApp:
             if name not in types:
                 types.append(name)
             try:
-                _atomic_write_text(self.settings_path, json.dumps({"defect_types": types}, indent=2) + "\n")
-            except OSError as exc:
-                raise ApiError(500, f"cannot write {self.settings_path}: {exc.strerror or exc}") from None
+                atomic_write(self.settings_path, (json.dumps({"defect_types": types}, indent=2) + "\n").encode())
+            except StoreError as exc:
+                raise ApiError(500, str(exc)) from None
         return {"defect_types": types}
 
     # ------------------------------------------------------------------ index

@@ -26,11 +26,10 @@ from detectors.backbones import FeatureExtractor, create_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
 from detectors.device import autocast_context, autocast_dtype, resolve_device
 from detectors.errors import DetectorError
-from detectors.imagesets import check_images
 from detectors.registry import register
 from detectors.slsg.gptnet import GPTNet, PatchDiscriminator, generator_loss, inpainting_mask, lsgan_discriminator_loss
 from detectors.slsg.segnet import SegNet, segnet_loss, top_k_mean
-from detectors.slsg.simulation import SimulationSettings, simulate_anomaly
+from detectors.slsg.simulation import SimulationSettings, foreground_mask, simulate_anomaly
 from detectors.train_images import StackedTrainImages
 from detectors.tsdn.training import (
     CheckpointStore,
@@ -303,6 +302,7 @@ class SLSG(Detector):
             transparency=tuple(cfg.transparency), restrict_to_foreground=cfg.foreground == "auto",
         )
         pool = images.images.permute(0, 2, 3, 1).numpy()  # (N, S, S, 3) float32
+        foregrounds = [foreground_mask(image) for image in pool] if settings.restrict_to_foreground else None
         net.train()
         net.encoder.eval()
 
@@ -316,7 +316,8 @@ class SLSG(Detector):
                 batch.append(pool[i])
                 targets.append(np.zeros(pool.shape[1:3], dtype=bool))
             for i in source_idx:
-                image_a, mask, _ = simulate_anomaly(pool[i], _Others(pool, int(i)), rng, settings)
+                image_a, mask, _ = simulate_anomaly(pool[i], _Others(pool, int(i)), rng, settings,
+                                                  None if foregrounds is None else foregrounds[i])
                 batch.append(image_a)
                 targets.append(mask)
             return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(targets))
@@ -367,7 +368,7 @@ class SLSG(Detector):
         """(B, 3, S, S) float in [0, 1] -> Prediction(score (B,) = top-k mean, anomaly_map (B, S, S) in [0, 1])."""
         if self.net is None:
             raise DetectorError("slsg: predict called before fit or load")
-        images = check_batch(check_images(images), self.config.image_size, "slsg predict", "SLSG")
+        images = check_batch(images, self.config.image_size, "slsg predict", "SLSG")
         maps = []
         for start in range(0, images.shape[0], self.config.inference_batch_size):
             batch = images[start : start + self.config.inference_batch_size].to(self.device)

@@ -146,14 +146,19 @@ class SimulationSettings:
 
 def simulate_anomaly(
     image: np.ndarray, others: Sequence[np.ndarray], rng: np.random.Generator, settings: SimulationSettings,
+    foreground: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """One simulated anomalous image from a normal ``image`` (H, W, 3) in [0, 1].
 
-    ``others``: other normal images (for logical anomalies; empty -> always structural).
+    ``others``: other normal images (for logical anomalies; empty -> always structural). ``foreground``:
+    ``foreground_mask(image)`` when the caller already has it (it depends on the image only); computed
+    here when needed and not given.
     Returns (I_A (H, W, 3) float32, M (H, W) bool, kind "texture" | "shuffle" | "logical").
     """
     size = image.shape[0]
-    fg = foreground_mask(image) if settings.restrict_to_foreground else None
+    fg = None
+    if settings.restrict_to_foreground:
+        fg = foreground if foreground is not None else foreground_mask(image)
     logical = len(others) > 0 and rng.uniform() < settings.logical_probability
     if logical:
         mask = perlin_mask(size, rng, settings.logical_scales, settings.logical_threshold, fg)

@@ -24,10 +24,10 @@ from detectors.backbones import create_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
 from detectors.device import autocast_context, autocast_dtype, resolve_device
 from detectors.errors import DetectorError
-from detectors.imagesets import check_images
 from detectors.registry import register
-from detectors.tsdn.model import TSDNNet, gaussian_blur, tsdn_losses
+from detectors.tsdn.model import TSDNNet, tsdn_losses
 from detectors.tsdn.surf import SuperpixelCache, surf_batch
+from detectors.image_ops import gaussian_blur
 from detectors.train_images import StackedTrainImages
 from detectors.tsdn.training import (
     CheckpointStore,
@@ -226,7 +226,7 @@ class TSDN(Detector):
         """(B, 3, S, S) in [0, 1] -> the clean reconstruction R (B, 3, S, S) float32 on the CPU."""
         if self.net is None:
             raise DetectorError("tsdn: predict called before fit or load")
-        images = check_batch(check_images(images), self.config.image_size, "tsdn predict", "TSDN")
+        images = check_batch(images, self.config.image_size, "tsdn predict", "TSDN")
         outs = []
         for start in range(0, images.shape[0], self.config.inference_batch_size):
             batch = images[start : start + self.config.inference_batch_size].to(self.device)
@@ -239,7 +239,7 @@ class TSDN(Detector):
         """(B, 3, S, S) float in [0, 1] -> Prediction(score (B,) = map max, anomaly_map (B, S, S))."""
         recon = self.reconstruct(images)
         diff = torch.linalg.vector_norm(images.float().cpu() - recon, dim=1)
-        maps = gaussian_blur(diff, self.config.blur_sigma)
+        maps = gaussian_blur(diff, self.config.blur_sigma, truncate=3.0)  # TSDN: kernel radius 3 sigma
         return Prediction(score=maps.flatten(1).amax(dim=1).numpy(), anomaly_map=maps.numpy())
 
     # ----------------------------------------------------------------------------------------- state

@@ -81,19 +81,6 @@ def gms_loss(x: torch.Tensor, y: torch.Tensor, c: float = 0.0026) -> torch.Tenso
     return 1.0 - gms.mean()
 
 
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of maps (B, H, W) with ``sigma`` px (kernel 2*ceil(3 sigma)+1, reflect padding)."""
-    if sigma <= 0:
-        return maps
-    radius = max(1, int(math.ceil(3 * sigma)))
-    g = _gaussian_window(2 * radius + 1, sigma, maps.device)
-    x = maps.float().unsqueeze(1)
-    mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
-    x = F.pad(x, (radius, radius, radius, radius), mode=mode)
-    x = F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
-    return x.squeeze(1)
-
-
 # ---------------------------------------------------------------------------------------------- FNE target
 def _channel_minmax(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     flat = x.flatten(2)

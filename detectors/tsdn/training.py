@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import numpy as np
 import torch
 
 from detectors.errors import DetectorError, ImageSetError
 from detectors.image_ops import check_batch as shared_check_batch
+from detectors.model_io import atomic_write
 from detectors.train_images import StackedTrainImages
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -135,17 +135,8 @@ class CheckpointStore:
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         payload = {"method": self.method, "fingerprint": self.fingerprint, "step": int(step), **state}
-        try:
-            with open(tmp, "wb") as fh:
-                torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def optimizer_to(state: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -178,8 +169,3 @@ def check_state_shapes(prefix: str, module: torch.nn.Module, state: dict[str, to
     if extra:
         raise DetectorError(f"{method} weights: unexpected tensor '{prefix}{extra[0]}'")
     return part
-
-
-def describe_sources(sources: Sequence[str]) -> str:
-    """A short description of a list of image sources for messages."""
-    return sources[0] if len(sources) == 1 else f"{sources[0]} .. ({len(sources)} images)"

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from acquisition.ur.probe import DASHBOARD_PORT, RTDE_PORT, SCRIPT_PORT
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -155,7 +157,7 @@ def free_loopback_host(rng: Optional[random.Random] = None) -> str:
     for _ in range(50):
         host = f"127.0.0.{rng.randint(20, 250)}"
         busy = False
-        for port in (30004, 29999, 30003):
+        for port in (RTDE_PORT, DASHBOARD_PORT, SCRIPT_PORT):
             with socket.socket() as s:
                 s.settimeout(0.2)
                 if s.connect_ex((host, port)) == 0:

@@ -290,7 +290,7 @@ class RobotModel:
     # --- time ------------------------------------------------------------------------------------
     def tick(self, dt: float) -> None:
         """Advance motion by ``dt`` seconds and run one iteration of the control script."""
-        prev_pose = self.pose
+        prev_pose, prev_q = self.pose, self.q
         if self.motion is not None:
             self.motion.step(dt)
             q_new = self.path.joints_at(self.motion.s, self.q)
@@ -308,7 +308,8 @@ class RobotModel:
                     self.motion = None
                     self.path = None
                     self.qd = np.zeros(6)
-        self.pose = matrix_to_pose(forward(self.q, self.T_flange_tcp))
+        if self.q is not prev_q:  # the joints moved (an idle tick leaves the pose as it is)
+            self.pose = matrix_to_pose(forward(self.q, self.T_flange_tcp))
         if dt > 0:
             self.tcp_speed = np.concatenate([(self.pose[:3] - prev_pose[:3]) / dt, np.zeros(3)])
         if self.motion is None:

@@ -19,10 +19,7 @@ from typing import Any, Callable, Optional
 
 from acquisition.ur.fake_controller import protocol as P
 from acquisition.ur.fake_controller.robot_model import RobotModel
-
-RTDE_PORT = 30004
-DASHBOARD_PORT = 29999
-SCRIPT_PORT = 30003
+from acquisition.ur.probe import DASHBOARD_PORT, RTDE_PORT, SCRIPT_PORT  # noqa: F401 - the fake serves these
 
 SEND_TIMEOUT_S = 0.5  # a client that does not read for this long is dropped, like a real controller does
 

@@ -429,7 +429,7 @@
         if (pi >= 0) S.index.parts[pi] = res.part;
         if (!res.has_proposal && S.proposal) { S.proposal = null; clearLayer("proposal-layer"); }
         renderSidebar();
-        if (S.review) refreshPrediction(id);
+        if (S.review) pollReview();  // the prediction does not depend on the mask; the ranking does
       } catch (e) {
         if (e.status === 409) {
           setMessage("This mask was changed elsewhere (another tab?): reloaded the stored version. " + e.message, "warn");
