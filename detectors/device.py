@@ -47,15 +47,22 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def autocast_context(device: torch.device) -> ContextManager:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op context elsewhere.
+def autocast_context(device: torch.device, enabled: bool = True) -> ContextManager:
+    """Mixed precision on CUDA (bf16 where supported, else fp16) when ``enabled``; a no-op context otherwise
+    and on every other device.
 
-    fp16 needs a gradient scaler when training (``torch.amp.GradScaler``); bf16 does not.
+    fp16 needs a gradient scaler when training (:func:`grad_scaler`); bf16 does not.
     """
-    dtype = autocast_dtype(device)
+    dtype = autocast_dtype(device) if enabled else None
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def grad_scaler(device: torch.device, enabled: bool = True) -> "torch.amp.GradScaler":
+    """The gradient scaler that goes with :func:`autocast_context`: active only for fp16 autocast on CUDA
+    (GPUs without bf16); a pass-through scaler otherwise."""
+    return torch.amp.GradScaler("cuda", enabled=enabled and autocast_dtype(device) == torch.float16)
 
 
 def seed_everything(seed: int) -> torch.Generator:

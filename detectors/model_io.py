@@ -152,3 +152,21 @@ def load_detector(directory: Path, expected_method: Optional[str] = None, device
             f"{weights_path}: does not fit the '{method}' config in {CONFIG_FILE} ({first[:200]})"
         ) from None
     return detector
+
+
+def check_state_shapes(prefix: str, module: torch.nn.Module, state: dict[str, torch.Tensor], method: str) -> dict[str, torch.Tensor]:
+    """The ``prefix``-ed part of ``state`` for ``module``; one-line DetectorError on a missing/extra/misshapen tensor."""
+    expected = module.state_dict()
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    for key, ref in expected.items():
+        if key not in part:
+            raise DetectorError(f"{method} weights: missing tensor '{prefix}{key}'")
+        if tuple(part[key].shape) != tuple(ref.shape):
+            raise DetectorError(
+                f"{method} weights: tensor '{prefix}{key}' has shape {tuple(part[key].shape)}, "
+                f"config expects {tuple(ref.shape)}"
+            )
+    extra = sorted(set(part) - set(expected))
+    if extra:
+        raise DetectorError(f"{method} weights: unexpected tensor '{prefix}{extra[0]}'")
+    return part

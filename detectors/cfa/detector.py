@@ -47,7 +47,7 @@ from detectors.cfa.model import (
     multiscale_patch_features,
     softmin_score,
 )
-from detectors.device import autocast_context, autocast_dtype, resolve_device
+from detectors.device import autocast_context, grad_scaler, resolve_device
 from detectors.errors import DetectorError
 from detectors.registry import register
 
@@ -141,7 +141,7 @@ class CFA(Detector):
         self.r = nn.Parameter(torch.full((1,), float(self.config.r_init), device=self.device))
 
     def _autocast(self):
-        return autocast_context(self.device if self.config.mixed_precision else torch.device("cpu"))
+        return autocast_context(self.device, self.config.mixed_precision)
 
     # -------------------------------------------------------------------------------------- features
     @torch.no_grad()
@@ -211,8 +211,7 @@ class CFA(Detector):
         # ---- adaptation
         params = list(self.descriptor.parameters()) + [self.r]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
-        use_scaler = cfg.mixed_precision and self.device.type == "cuda" and autocast_dtype(self.device) == torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        scaler = grad_scaler(self.device, cfg.mixed_precision)
         order_gen = torch.Generator().manual_seed(cfg.seed + 1)
         losses: list[float] = []
         att_hist: list[float] = []

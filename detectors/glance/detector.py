@@ -44,7 +44,7 @@ from detectors.backbones import FeatureExtractor, frozen_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
 from detectors.image_ops import check_batch
 from detectors.train_images import TrainImages
-from detectors.device import autocast_context, autocast_dtype, resolve_device
+from detectors.device import autocast_context, grad_scaler, resolve_device
 from detectors.errors import DetectorError
 from detectors.glance.model import (
     DADHead,
@@ -177,12 +177,10 @@ class Glance(Detector):
         self.local_std = torch.ones(cfg.feature_dim, device=self.device)
 
     def _autocast(self):
-        return autocast_context(self.device if self.config.mixed_precision else torch.device("cpu"))
+        return autocast_context(self.device, self.config.mixed_precision)
 
     def _scaler(self) -> torch.amp.GradScaler:
-        cfg = self.config
-        enabled = cfg.mixed_precision and self.device.type == "cuda" and autocast_dtype(self.device) == torch.float16
-        return torch.amp.GradScaler("cuda", enabled=enabled)
+        return grad_scaler(self.device, self.config.mixed_precision)
 
     # ------------------------------------------------------------------------------------- features
     @torch.no_grad()
@@ -201,12 +199,20 @@ class Glance(Detector):
             z = self.local(patches)
         return (z.float() - self.local_mean) / self.local_std
 
-    def _global_features(self, images: torch.Tensor, image_index: list[int], boxes: list[tuple[float, float]]) -> torch.Tensor:
-        """Z_g for the views (image ``image_index[i]`` of ``images`` (B, 3, G, G), patch ``boxes[i]``) -> (N, dim)."""
-        assert self.global_net is not None
+    def _view_geometry(self, boxes: list[tuple[float, float]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hole masks, patch centres) of the masked views of ``boxes`` (see :func:`hole_masks`)."""
         cfg = self.config
-        masks = hole_masks(boxes, cfg.patch_size, cfg.image_size, cfg.global_size, self.device)
-        centres = patch_centres(boxes, cfg.patch_size, cfg.image_size, self.device)
+        return (hole_masks(boxes, cfg.patch_size, cfg.image_size, cfg.global_size, self.device),
+                patch_centres(boxes, cfg.patch_size, cfg.image_size, self.device))
+
+    def _global_features(
+        self, images: torch.Tensor, image_index: list[int], boxes: list[tuple[float, float]],
+        geometry: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Z_g for the views (image ``image_index[i]`` of ``images`` (B, 3, G, G), patch ``boxes[i]``) -> (N, dim).
+        ``geometry``: :meth:`_view_geometry` of ``boxes`` when already computed (the fixed inference grid)."""
+        assert self.global_net is not None
+        masks, centres = geometry if geometry is not None else self._view_geometry(boxes)
         views = images[image_index]
         with self._autocast():
             z = self.global_net(views, masks, centres)
@@ -386,13 +392,15 @@ class Glance(Detector):
         n_p = len(boxes)
         per_pass = cfg.views_per_pass or n_p
         global_images = self._to_global(images)
+        chunks = [boxes[i : i + per_pass] for i in range(0, n_p, per_pass)]
+        geometries = [self._view_geometry(chunk) for chunk in chunks]  # the same for every image
         out = {"iad": [], "dad": [], "score": []}
         for b in range(images.shape[0]):
             z_l = self._local_features(crop_patches(images, boxes, cfg.patch_size, [b] * n_p))
             z_g = torch.cat(
                 [
-                    self._global_features(global_images, [b] * len(chunk), chunk)
-                    for chunk in (boxes[i : i + per_pass] for i in range(0, n_p, per_pass))
+                    self._global_features(global_images, [b] * len(chunk), chunk, geometry)
+                    for chunk, geometry in zip(chunks, geometries)
                 ]
             )
             with self._autocast():

@@ -35,10 +35,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.backbones import FeatureExtractor, frozen_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
-from detectors.device import autocast_context, autocast_dtype, resolve_device
+from detectors.device import autocast_context, grad_scaler, resolve_device
 from detectors.errors import DetectorError
 from detectors.registry import register
 from detectors.image_ops import check_batch, gaussian_blur
+from detectors.model_io import check_state_shapes
 from detectors.train_images import TrainImages
 from detectors.simplenet.model import (
     Adaptor,
@@ -162,9 +163,7 @@ class SimpleNet(Detector):
             self.discriminator = Discriminator(cfg.target_dim, cfg.hidden_dim).to(self.device)
 
     def _autocast(self):
-        if self.config.mixed_precision:
-            return autocast_context(self.device)
-        return autocast_context(torch.device("cpu"))
+        return autocast_context(self.device, self.config.mixed_precision)
 
     # ------------------------------------------------------------------------------------ validation
     def _check_images(self, images: Any, where: str) -> torch.Tensor:
@@ -266,10 +265,7 @@ class SimpleNet(Detector):
             lr=cfg.discriminator_lr,
             weight_decay=cfg.discriminator_weight_decay,
         )
-        use_scaler = (
-            cfg.mixed_precision and self.device.type == "cuda" and autocast_dtype(self.device) == torch.float16
-        )
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        scaler = grad_scaler(self.device, cfg.mixed_precision)
 
         self.adaptor.train()
         self.discriminator.train()
@@ -448,20 +444,7 @@ class SimpleNet(Detector):
         if self.config.pretrained == "none":
             modules["backbone."] = self.backbone
         for prefix, module in modules.items():
-            expected = module.state_dict()
-            part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            for key, ref in expected.items():
-                if key not in part:
-                    raise DetectorError(f"simplenet weights: missing tensor '{prefix}{key}'")
-                if tuple(part[key].shape) != tuple(ref.shape):
-                    raise DetectorError(
-                        f"simplenet weights: tensor '{prefix}{key}' has shape {tuple(part[key].shape)}, "
-                        f"config expects {tuple(ref.shape)}"
-                    )
-            extra = sorted(set(part) - set(expected))
-            if extra:
-                raise DetectorError(f"simplenet weights: unexpected tensor '{prefix}{extra[0]}'")
-            module.load_state_dict(part)
+            module.load_state_dict(check_state_shapes(prefix, module, state, "simplenet"))
         self._norm = None
         if self.config.feature_norm == "standardize":
             d = self.config.target_dim

@@ -24,18 +24,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from detectors.backbones import FeatureExtractor, create_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
-from detectors.device import autocast_context, autocast_dtype, resolve_device
+from detectors.device import autocast_context, grad_scaler, resolve_device
 from detectors.errors import DetectorError
 from detectors.registry import register
 from detectors.slsg.gptnet import GPTNet, PatchDiscriminator, generator_loss, inpainting_mask, lsgan_discriminator_loss
 from detectors.slsg.segnet import SegNet, segnet_loss, top_k_mean
 from detectors.slsg.simulation import SimulationSettings, foreground_mask, simulate_anomaly
+from detectors.model_io import check_state_shapes
 from detectors.train_images import StackedTrainImages
 from detectors.tsdn.training import (
     CheckpointStore,
     batch_indices,
     check_batch,
-    check_state_shapes,
     fingerprint,
     optimizer_to,
     prefetch,
@@ -198,7 +198,7 @@ class SLSG(Detector):
         return gpt.to(self.device), disc.to(self.device)
 
     def _autocast(self):
-        return autocast_context(self.device if self.config.mixed_precision else torch.device("cpu"))
+        return autocast_context(self.device, self.config.mixed_precision)
 
     def _seg_lr(self, t: int) -> float:
         """SGD learning rate at SegNet step ``t``: cosine annealing to 0 with warm restarts."""
@@ -217,7 +217,6 @@ class SLSG(Detector):
         gpt_steps = cfg.gpt_epochs * math.ceil(n / cfg.gpt_batch_size)
         total = gpt_steps + cfg.seg_iterations
         report = progress or (lambda done, total, message: None)
-        use_scaler = cfg.mixed_precision and self.device.type == "cuda" and autocast_dtype(self.device) == torch.float16
         store = CheckpointStore(cfg.checkpoint_dir, "slsg", fingerprint(cfg, images))
         saved = store.load()
         start = int(saved["step"]) if saved is not None else 0
@@ -233,7 +232,7 @@ class SLSG(Detector):
             gpt, disc = self._gpt(encoder)
             opt_g = torch.optim.Adam([p for p in gpt.parameters() if p.requires_grad], lr=cfg.lr_generator, betas=cfg.adam_betas)
             opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_discriminator, betas=cfg.adam_betas)
-            scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+            scaler = grad_scaler(self.device, cfg.mixed_precision)
             if saved is not None:
                 gpt.load_state_dict(saved["gpt"])
                 disc.load_state_dict(saved["disc"])
@@ -296,7 +295,7 @@ class SLSG(Detector):
                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         if start > gpt_steps:
             opt_s.load_state_dict(optimizer_to(saved["opt_s"], self.device))
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        scaler = grad_scaler(self.device, cfg.mixed_precision)
         settings = SimulationSettings(
             logical_probability=cfg.logical_probability, texture_probability=cfg.texture_probability,
             transparency=tuple(cfg.transparency), restrict_to_foreground=cfg.foreground == "auto",

@@ -22,18 +22,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from detectors.backbones import create_feature_extractor
 from detectors.base import Detector, Prediction, ProgressCallback
-from detectors.device import autocast_context, autocast_dtype, resolve_device
+from detectors.device import autocast_context, grad_scaler, resolve_device
 from detectors.errors import DetectorError
 from detectors.registry import register
 from detectors.tsdn.model import TSDNNet, tsdn_losses
 from detectors.tsdn.surf import SuperpixelCache, surf_batch
 from detectors.image_ops import gaussian_blur
+from detectors.model_io import check_state_shapes
 from detectors.train_images import StackedTrainImages
 from detectors.tsdn.training import (
     CheckpointStore,
     batch_indices,
     check_batch,
-    check_state_shapes,
     fingerprint,
     optimizer_to,
     prefetch,
@@ -139,7 +139,7 @@ class TSDN(Detector):
         return net.to(self.device)
 
     def _autocast(self):
-        return autocast_context(self.device if self.config.mixed_precision else torch.device("cpu"))
+        return autocast_context(self.device, self.config.mixed_precision)
 
     # ------------------------------------------------------------------------------------------- fit
     def fit(self, train: Any, val: Optional[Any] = None, progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
@@ -156,8 +156,7 @@ class TSDN(Detector):
 
         net = self._build(cfg.pretrained)
         optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
-        use_scaler = cfg.mixed_precision and self.device.type == "cuda" and autocast_dtype(self.device) == torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        scaler = grad_scaler(self.device, cfg.mixed_precision)
         store = CheckpointStore(cfg.checkpoint_dir, "tsdn", fingerprint(cfg, images))
         history: list[float] = []
         start = 0
