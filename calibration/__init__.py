@@ -22,7 +22,10 @@ _LAZY = {
     "Transform": "calibration.transforms",
 }
 
-__all__ = sorted([*_LAZY, "CalibrationError"])
+__all__ = [
+    "BoardDetection", "CalibrationError", "CalibrationFile", "CameraModel", "CharucoBoardSpec", "CharucoDetector",
+    "Transform", "load_calibration", "save_calibration",
+]
 
 
 def __getattr__(name: str) -> Any:

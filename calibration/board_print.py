@@ -5,13 +5,12 @@ the bar; they must read exactly the printed values (print at 100 %, no "fit to p
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from calibration._atomic import atomic_write
 from calibration.charuco import CharucoBoardSpec
 from calibration.errors import CalibrationError
 
@@ -54,19 +53,6 @@ def choose_paper(spec: CharucoBoardSpec, margin_mm: float = 10.0) -> tuple[str, 
     )
 
 
-def _atomic_write(path: Path, write) -> Path:  # noqa: ANN001 - a callable taking a temporary path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_board_png(spec: CharucoBoardSpec, path: str | Path, dpi: int = 300, margin_mm: float = 10.0) -> Path:
     """PNG of the board plus its caption at ``dpi`` (recorded in the file), squares exactly to scale.
 
@@ -102,7 +88,7 @@ def write_board_png(spec: CharucoBoardSpec, path: str | Path, dpi: int = 300, ma
     bar_h = max(2, int(round(1.5 * px_per_mm)))
     y += int(round(2 * px_per_mm))
     draw.rectangle([margin, y, margin + bar_len - 1, y + bar_h - 1], fill=0)
-    return _atomic_write(Path(path), lambda p: sheet.save(p, format="PNG", dpi=(dpi, dpi)))
+    return atomic_write(path, lambda p: sheet.save(p, format="PNG", dpi=(dpi, dpi)))
 
 
 def write_board_pdf(
@@ -157,7 +143,7 @@ def write_board_pdf(
              va="center", family="monospace")
     fig.text(left / pw, 5.0 / ph, f"paper {paper}{' landscape' if landscape else ''}", fontsize=6,
              va="bottom", family="monospace")
-    return _atomic_write(Path(path), lambda p: fig.savefig(p, format="pdf"))
+    return atomic_write(path, lambda p: fig.savefig(p, format="pdf"))
 
 
 def write_board(spec: CharucoBoardSpec, path: str | Path, **kwargs) -> Path:  # noqa: ANN003

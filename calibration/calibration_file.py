@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from calibration._atomic import atomic_write
 from calibration.camera_model import CameraModel
 from calibration.errors import CalibrationFileError
 from calibration.transforms import Transform
@@ -114,20 +113,8 @@ def _plain(value: Any) -> Any:
 
 def save_calibration(calibration: CalibrationFile, path: str | Path) -> Path:
     """Write atomically (temporary file in the same folder, fsync, rename). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(calibration.to_dict(), sort_keys=False, default_flow_style=None, width=120)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _get(data: dict[str, Any], dotted: str, path: Path) -> Any:

@@ -14,7 +14,7 @@ _LAZY = {
     "probe_controller": "acquisition.ur.probe",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = ["URRobot", "URRobotConfig", "probe_controller"]
 
 
 def __getattr__(name: str) -> Any:

@@ -55,15 +55,6 @@ class CarryGeometry:
             raise CarryError(f"a TCP pose needs 6 finite values [x, y, z, rx, ry, rz], got {pose.tolist()}")
         return Transform.from_pose(pose) @ self.T_flange_cam
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "camera": self.camera.to_dict(),
-            "T_flange_cam_pose": self.T_flange_cam.to_pose().tolist(),
-            "plane_point": self.plane_point.tolist(),
-            "plane_normal": self.plane_normal.tolist(),
-        }
-
 
 def carry_mask(
     mask: np.ndarray,
