@@ -109,8 +109,10 @@ def run_benchmark(
     out_dir: Path = RESULTS_DIR,
     repeats: int = 10,
     log: Any = print,
+    save_model: Optional[Path] = None,
 ) -> dict[str, Any]:
-    """Train ``method`` on ``dataset/train/good``, evaluate once on ``dataset/test``; write JSON + table row."""
+    """Train ``method`` on ``dataset/train/good``, evaluate once on ``dataset/test``; write JSON + table row.
+    ``save_model``: also write the trained model directory there (for diagnostics after the run)."""
     dataset = Path(dataset)
     if not (dataset / "train" / "good").is_dir() or not (dataset / "test").is_dir():
         raise BenchmarkError(f"{dataset}: not an MVTec-layout folder (needs train/good and test/)")
@@ -138,6 +140,9 @@ def run_benchmark(
     stats = detector.fit(train, progress=progress)
     _sync(device)
     train_s = time.perf_counter() - t0
+    if save_model is not None:
+        detector.save(save_model)
+        log(f"saved the trained model to {save_model}")
 
     images = test.stack_images()
     masks = test.stack_masks().numpy()
@@ -239,6 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument("--repeats", type=int, default=10, help="timed batch-1 predictions")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--save-model", type=Path, default=None, metavar="DIR", help="also save the trained model there")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
@@ -257,7 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if train_config.method != args.method:
                 raise BenchmarkError(f"{config_path}: is a config for '{train_config.method}', not '{args.method}'")
             config = train_config.config
-        result = run_benchmark(args.method, args.dataset, config, args.out, args.repeats)
+        result = run_benchmark(args.method, args.dataset, config, args.out, args.repeats, save_model=args.save_model)
     except (BenchmarkError, DetectorError, CellError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,19 +29,21 @@ def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Ten
 
 
 def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
-    """Per-pixel, per-channel SSIM of ``x`` and ``y`` (B, C, H, W) float -> (B, C, H, W) in [-1, 1].
+    """Per-pixel, per-channel SSIM of ``x`` (B, C, H, W) and ``y`` (B, C, H, W) or (B, 1, H, W) -> (B, C, H, W)
+    in [-1, 1].
 
     Gaussian window ``window`` px with ``sigma`` px (Wang et al. 2004), reflect padding, constants
-    (0.01 L)^2 and (0.03 L)^2 with L = ``data_range``.
+    (0.01 L)^2 and (0.03 L)^2 with L = ``data_range``. A one-channel ``y`` is compared with every channel of
+    ``x``; its own statistics are then computed once instead of once per channel (same result as expanding it).
     """
     x, y = x.float(), y.float()
-    c = x.shape[1]
     g = _gaussian_window(window, sigma, x.device)
-    kx = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
-    ky = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
     pad = window // 2
 
     def blur(t: torch.Tensor) -> torch.Tensor:
+        c = t.shape[1]
+        kx = g.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+        ky = g.view(1, 1, -1, 1).expand(c, 1, -1, 1)
         mode = "reflect" if min(t.shape[-2:]) > pad else "replicate"
         t = F.pad(t, (pad, pad, pad, pad), mode=mode)
         return F.conv2d(F.conv2d(t, kx, groups=c), ky, groups=c)
@@ -101,7 +103,7 @@ def normality_target(features: torch.Tensor, mask: torch.Tensor, eps: float = 1e
         size = mask.shape[-2:]
         up = F.interpolate(features.float(), size=size, mode="bilinear", align_corners=False)
         up = _channel_minmax(up)
-        m = mask.float().clamp(0, 1).expand(-1, up.shape[1], -1, -1)
+        m = mask.float().clamp(0, 1)  # (B, 1, H, W), broadcast over the C channels
         similarity = ssim_map(up, m).flatten(2).mean(dim=2)  # (B, C)
         distance = 1.0 - similarity
         lo = distance.amin(dim=1, keepdim=True)

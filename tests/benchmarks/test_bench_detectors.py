@@ -1,0 +1,79 @@
+"""The detector benchmark and the TSDN diagnosis on a tiny synthetic MVTec folder (CPU, smoke configs)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bench_detectors, diagnose_tsdn
+from detectors import registry
+from tests.cell.mvtec_fixture import make_mvtec_folder
+
+TSDN_SMOKE = {**registry.detector_class("tsdn").smoke_config, "epochs": 2}
+
+
+def _sets(config: dict) -> list[str]:
+    args = []
+    for key, value in config.items():
+        text = json.dumps(value) if isinstance(value, list) else str(value)
+        args += ["--set", f"{key}={text}"]
+    return args
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_mvtec_folder(tmp_path_factory.mktemp("mvtec") / "tiny", n_train=6, n_test_good=3, n_test_defect=3)
+
+
+def test_benchmark_writes_results_and_saves_the_model_it_scored(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    code = bench_detectors.main(["--method", "tsdn", "--dataset", str(tiny), "--out", str(out), "--repeats", "1",
+                                 "--save-model", str(tmp_path / "model"), *_sets(TSDN_SMOKE)])
+    assert code == 0
+    result = json.loads((out / "tsdn_tiny.json").read_text())
+    assert result["n_train"] == 6 and result["n_test"] == 6
+    assert 0.0 <= result["metrics"]["pixel_auroc"] <= 1.0
+    assert result["config"]["epochs"] == 2
+    assert "| tsdn | tiny |" in (out / "detectors.md").read_text()
+    # The saved model is the one that was scored: it reproduces the benchmark's image AUROC.
+    model = diagnose_tsdn.load_detector(tmp_path / "model", expected_method="tsdn", device="cpu")
+    test = bench_detectors.MVTecImageSet(tiny, "test", image_size=64)
+    pred = model.predict(test.stack_images())
+    from detectors.metrics import image_auroc
+
+    assert image_auroc(pred.score, test.labels) == pytest.approx(result["metrics"]["image_auroc"], abs=1e-6)
+
+
+def test_benchmark_rejects_a_folder_that_is_not_mvtec(tmp_path: Path, capsys) -> None:
+    code = bench_detectors.main(["--method", "tsdn", "--dataset", str(tmp_path), "--out", str(tmp_path / "r"),
+                                 *_sets(TSDN_SMOKE)])
+    assert code == 2
+    assert f"{tmp_path}: not an MVTec-layout folder" in capsys.readouterr().err
+
+
+def test_tsdn_diagnosis_compares_real_defects_with_surf_fills(tiny: Path, tmp_path: Path, capsys) -> None:
+    detector = registry.detector_class("tsdn")(registry.detector_class("tsdn").config_class(**TSDN_SMOKE))
+    detector.fit(bench_detectors.MVTecImageSet(tiny, "train", image_size=64))
+    detector.save(tmp_path / "model")
+    out = tmp_path / "diag.json"
+    assert diagnose_tsdn.main(["--model", str(tmp_path / "model"), "--dataset", str(tiny), "--device", "cpu",
+                               "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    real, syn = result["real_defects"], result["synthetic_surf"]
+    assert set(real["per_type"]) == {"blob"} and real["per_type"]["blob"]["images"] == 3
+    for value in (real["pixel_auroc"], real["pixel_auroc_dcd_a_mask"], syn["pixel_auroc"], syn["filled_fraction"]):
+        assert 0.0 <= value <= 1.0
+    assert syn["images"] == 3 and syn["filled_fraction"] > 0
+    assert real["error_normal_quantiles"]["0.5"] <= real["error_normal_quantiles"]["0.99"]
+    printed = capsys.readouterr().out
+    assert "real defects:" in printed and "SURF fills:" in printed and "blob: pixel AUROC" in printed
+
+
+def test_tsdn_diagnosis_refuses_another_method_s_model(tiny: Path, tmp_path: Path, capsys) -> None:
+    cls = registry.detector_class("simplenet")
+    detector = cls(cls.config_class(**cls.smoke_config))
+    detector.fit(bench_detectors.MVTecImageSet(tiny, "train", image_size=int(detector.config.image_size)))
+    detector.save(tmp_path / "model")
+    assert diagnose_tsdn.main(["--model", str(tmp_path / "model"), "--dataset", str(tiny), "--device", "cpu"]) == 2
+    assert "tsdn" in capsys.readouterr().err
