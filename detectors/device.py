@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from typing import ContextManager
 
@@ -40,11 +41,23 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
+#: Environment variable choosing the CUDA autocast dtype: ``auto`` (default), ``bf16`` or ``fp16``.
+AUTOCAST_ENV = "CELL_AUTOCAST_DTYPE"
+_AUTOCAST_CHOICES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The mixed-precision dtype used on ``device``: bf16 on CUDA GPUs that support it, else fp16; None on CPU."""
+    """The mixed-precision dtype used on ``device``: on CUDA bf16 where the GPU supports it, else fp16, unless
+    ``$CELL_AUTOCAST_DTYPE`` says ``bf16`` or ``fp16`` (e.g. to run the fp16 + gradient-scaler path on a GPU
+    that has bf16); None on every other device. A bad value is a :class:`DetectorConfigError` naming it."""
+    choice = os.environ.get(AUTOCAST_ENV, "auto").strip().lower() or "auto"
+    if choice != "auto" and choice not in _AUTOCAST_CHOICES:
+        raise DetectorConfigError(f"${AUTOCAST_ENV}='{choice}': use auto, bf16 or fp16")
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if choice == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return _AUTOCAST_CHOICES[choice]
 
 
 def autocast_context(device: torch.device, enabled: bool = True) -> ContextManager:

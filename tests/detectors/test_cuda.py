@@ -12,19 +12,26 @@ import pytest
 import torch
 
 from detectors import registry
-from detectors.device import autocast_dtype
+from detectors.device import AUTOCAST_ENV, autocast_dtype, grad_scaler
 from detectors.model_io import load_detector
 from detectors.synthetic import add_defect, synthetic_imageset, textured_images
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
+@pytest.mark.parametrize("precision", ["auto", "fp16"])
 @pytest.mark.parametrize("name", registry.available())
-def test_mixed_precision_training_on_cuda_then_inference_on_cpu(name: str, tmp_path: Path) -> None:
+def test_mixed_precision_training_on_cuda_then_inference_on_cpu(
+    name: str, precision: str, tmp_path: Path, monkeypatch
+) -> None:
+    # "fp16" runs the autocast + gradient-scaler path of GPUs without bf16 on any GPU.
+    monkeypatch.setenv(AUTOCAST_ENV, precision)
     cls = registry.detector_class(name)
     config = {**cls.smoke_config, "device": "cuda", "mixed_precision": True}
     detector = cls(cls.config_class(**config))
     assert detector.device.type == "cuda" and autocast_dtype(detector.device) in (torch.bfloat16, torch.float16)
+    if precision == "fp16":
+        assert autocast_dtype(detector.device) == torch.float16 and grad_scaler(detector.device).is_enabled()
     torch.cuda.reset_peak_memory_stats()
     detector.fit(synthetic_imageset(6, size=64, seed=0))
     assert torch.cuda.max_memory_allocated() > 0  # the training ran on the GPU
