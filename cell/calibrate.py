@@ -18,7 +18,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from acquisition.errors import AcquisitionError
+from acquisition.errors import AcquisitionError, StoreError
+from acquisition.store._files import atomic_write, encode_png
 from calibration.calibration_file import CalibrationFile, load_calibration
 from calibration.camera_model import CameraModel
 from calibration.charuco import BoardDetection, CharucoBoardSpec, CharucoDetector
@@ -228,7 +229,7 @@ def capture_views(
         frame = camera.capture()
         detection = detector.detect(frame.pixels)
         if image_dir is not None:
-            _save_view_image(image_dir, view.view_id, frame.pixels)
+            save_view_image(image_dir, view.view_id, frame.pixels, frame.pixel_format)
         record = CapturedView(view.view_id, np.asarray(view.pose, dtype=float), actual, detection,
                               int(frame.frame_id), str(frame.camera_id))
         captured.append(record)
@@ -237,11 +238,21 @@ def capture_views(
     return captured
 
 
-def _save_view_image(folder: Path, view_id: str, pixels: np.ndarray) -> None:
-    from PIL import Image
+def save_view_image(folder: Path, view_id: str, pixels: np.ndarray, pixel_format: str = "") -> Path:
+    """Write a captured view as ``folder/<view_id>.png`` with the capture store's lossless PNG encoder
+    (crash-safe write, missing folders created); returns the path.
 
-    folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(folder / f"{view_id}.png")
+    ``pixels``: (H, W) mono or (H, W, 3) RGB, uint8 or uint16, as a :class:`~acquisition.camera.Frame`
+    holds them; the file reads back with the same values, channel order and dtype. Other shapes or dtypes,
+    or a failed write, raise StoreError naming the file.
+    """
+    path = Path(folder) / f"{view_id}.png"
+    try:
+        data = encode_png(pixels, pixel_format or "calibration view")
+    except StoreError as exc:
+        raise StoreError(f"{path}: {exc}") from None
+    atomic_write(path, data)
+    return path
 
 
 def calibrate_from_views(

@@ -759,17 +759,24 @@ class CaptureStore:
              payload.area, now, json.dumps(payload.types), rels[1], types_sha),
         )
 
-    def mask_info(self, capture_id: int) -> Optional[MaskInfo]:
-        """Metadata of a capture's mask, or None when it has none."""
-        rows = self._query("SELECT * FROM masks WHERE capture_id = ?", (int(capture_id),))
-        if not rows:
-            return None
-        r = rows[0]
+    @staticmethod
+    def _mask_info_from_row(r: sqlite3.Row) -> MaskInfo:
         return MaskInfo(
             capture_id=int(r["capture_id"]), relpath=r["relpath"], defect_type=r["defect_type"], source=r["source"],
             revision=int(r["revision"]), sha256=r["sha256"], area_px=int(r["area_px"]), updated=r["updated"],
             types=_row_types(r), types_relpath=r["types_relpath"], types_sha256=r["types_sha256"],
         )
+
+    def mask_info(self, capture_id: int) -> Optional[MaskInfo]:
+        """Metadata of a capture's mask, or None when it has none."""
+        rows = self._query("SELECT * FROM masks WHERE capture_id = ?", (int(capture_id),))
+        return self._mask_info_from_row(rows[0]) if rows else None
+
+    def mask_infos(self) -> dict[int, MaskInfo]:
+        """Metadata of every stored mask in one query: capture id -> :class:`MaskInfo` (as :meth:`mask_info`
+        gives it). A capture without a mask has no entry."""
+        rows = self._query("SELECT * FROM masks ORDER BY capture_id")
+        return {int(r["capture_id"]): self._mask_info_from_row(r) for r in rows}
 
     def get_mask(self, capture_id: int) -> tuple[Optional[np.ndarray], Optional[str], int]:
         """``(mask (H, W) bool | None, defect_type | None, revision)``; revision 0 means no mask yet."""

@@ -1,56 +1,40 @@
 """``cell check --cell configs/cells/ur5.yaml``: connect to the configured robot and camera, print who
 they are and their state, grab one test frame; fail with one line naming what is wrong (exit 2).
 
-Real backends (``robot.backend: ur5``, ``camera.backend: genicam``) are built here by
-:func:`robot_from_section` / :func:`camera_from_section`; a ``sim`` section is built through
-:mod:`cell.cell_factory`.
+The devices are built by :mod:`cell.cell_factory` from the whole cell file (the same validation, the same
+calibration file check and the same objects as ``cell capture``), so what passes here is what a campaign
+gets. The file must name both devices (``robot:`` and ``camera:`` sections): a check never falls back to a
+simulated default.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import click
 import numpy as np
 
-from acquisition.envelope import SafetyEnvelope
 from acquisition.errors import ConnectionLost, RobotError
-from acquisition.genicam.camera import GenICamCamera, GenICamCameraConfig
-from acquisition.ur.robot import ROBOT_MODE_NAMES, SAFETY_MODE_NAMES, URRobot, URRobotConfig
+from acquisition.ur.robot import ROBOT_MODE_NAMES, SAFETY_MODE_NAMES
 from calibration.transforms import rotvec_to_matrix
-from cell.config import read_yaml_mapping, validate_mapping
+from cell.cell_factory import Cell, load_cell
+from cell.config import read_yaml_mapping
 from cell.errors import ConfigFileError
 
-REAL_ROBOT_BACKENDS = ("ur5",)
-REAL_CAMERA_BACKENDS = ("genicam",)
+#: The device sections a cell file must write out for ``cell check``.
+DEVICE_SECTIONS = ("robot", "camera")
 
 
-def _section(source: str, data: dict[str, Any], key: str) -> dict[str, Any]:
-    section = data.get(key)
-    if not isinstance(section, dict):
-        raise ConfigFileError(f"{source}: missing key '{key}' (a mapping with a 'backend')")
-    return dict(section)
-
-
-def robot_from_section(source: str, section: dict[str, Any], envelope: SafetyEnvelope) -> URRobot:
-    """A URRobot from a cell file's ``robot:`` mapping (``backend: ur5``); errors name file and key."""
-    fields = {k: v for k, v in section.items() if k != "backend"}
-    cfg = validate_mapping(f"{source} [robot]", fields, URRobotConfig)
-    return URRobot(cfg, envelope=envelope)
-
-
-def camera_from_section(source: str, section: dict[str, Any]) -> GenICamCamera:
-    """A GenICamCamera from a cell file's ``camera:`` mapping (``backend: genicam``)."""
-    fields = {k: v for k, v in section.items() if k != "backend"}
-    return GenICamCamera(validate_mapping(f"{source} [camera]", fields, GenICamCameraConfig))
-
-
-def _envelope(source: str, data: dict[str, Any]) -> SafetyEnvelope:
-    env = data.get("envelope", {})
-    if not isinstance(env, dict):
-        raise ConfigFileError(f"{source}: key 'envelope' must be a mapping")
-    return validate_mapping(f"{source} [envelope]", env, SafetyEnvelope)
+def load_checked_cell(cell_path: Path) -> Cell:
+    """The cell of ``cell_path`` as :func:`cell.cell_factory.load_cell` builds it (devices not connected),
+    after checking that the file names both devices. Missing or non-mapping ``robot:`` / ``camera:``
+    sections, and everything the factory refuses, raise ConfigFileError naming the file and the key."""
+    data = read_yaml_mapping(cell_path)
+    for key in DEVICE_SECTIONS:
+        if not isinstance(data.get(key), dict):
+            raise ConfigFileError(f"{cell_path}: missing key '{key}' (a mapping with a 'backend')")
+    return load_cell(cell_path)
 
 
 def format_pose_mm_deg(pose: np.ndarray) -> str:
@@ -118,33 +102,16 @@ def check_camera(camera: Any, echo=click.echo) -> dict[str, Any]:
 @click.option("--skip-camera", is_flag=True, help="check the robot only")
 def command(cell_path: Path, skip_robot: bool, skip_camera: bool) -> None:
     """Connect to the configured robot and camera, print their identity and state and a test frame."""
-    source = str(cell_path)
-    data = read_yaml_mapping(cell_path)
-    robot_sec = _section(source, data, "robot")
-    camera_sec = _section(source, data, "camera")
-    robot_backend, camera_backend = robot_sec.get("backend", "sim"), camera_sec.get("backend", "sim")
-    sim_cell: Optional[Any] = None
-    if robot_backend == "sim" or camera_backend == "sim":
-        from cell.cell_factory import load_cell
-
-        sim_cell = load_cell(cell_path)
+    cell = load_checked_cell(cell_path)
     if not skip_robot:
-        if robot_backend in REAL_ROBOT_BACKENDS:
-            robot = robot_from_section(source, robot_sec, _envelope(source, data))
-        elif robot_backend == "sim":
-            robot = sim_cell.robot  # type: ignore[union-attr]
-        else:
-            raise ConfigFileError(f"{source}: key 'robot.backend' = {robot_backend!r}: expected one of "
-                                  f"{', '.join(('sim',) + REAL_ROBOT_BACKENDS)}")
-        check_robot(robot)
+        check_robot(cell.robot)
     if not skip_camera:
-        if camera_backend in REAL_CAMERA_BACKENDS:
-            camera = camera_from_section(source, camera_sec)
-        elif camera_backend == "sim":
-            camera = sim_cell.camera  # type: ignore[union-attr]
-            sim_cell.robot.connect()  # type: ignore[union-attr]  # the sim camera renders at the robot pose
+        if cell.config.camera.backend == "sim":  # the sim camera renders the scene at the robot's pose
+            cell.robot.connect()
+            try:
+                check_camera(cell.camera)
+            finally:
+                cell.robot.close()
         else:
-            raise ConfigFileError(f"{source}: key 'camera.backend' = {camera_backend!r}: expected one of "
-                                  f"{', '.join(('sim',) + REAL_CAMERA_BACKENDS)}")
-        check_camera(camera)
+            check_camera(cell.camera)
     click.echo("check: OK")

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from acquisition.errors import StoreError
-from acquisition.store import COMBINED_TYPE, CaptureRecord, CaptureStore
+from acquisition.store import COMBINED_TYPE, CaptureRecord, CaptureStore, MaskInfo
 from acquisition.store._files import atomic_write, check_name
 from acquisition.store._labels import row_defect_type
 from cell.labelling import masks as M
@@ -196,7 +196,13 @@ class LabellingApp:
 
     def _mask_entry(self, record: CaptureRecord) -> tuple[int, M.TypedMask, str | None, str | None]:
         """``(revision, typed mask, row defect type | None, source | None)`` of the stored mask (cached)."""
-        info = self.store.mask_info(record.id)
+        return self._mask_entry_of(record, self.store.mask_info(record.id))
+
+    def _mask_entry_of(
+        self, record: CaptureRecord, info: MaskInfo | None
+    ) -> tuple[int, M.TypedMask, str | None, str | None]:
+        """:meth:`_mask_entry` given the capture's mask row ``info`` (None: no mask), e.g. one of
+        ``store.mask_infos()`` read for many captures at once; the pixels are read only on a cache miss."""
         revision = info.revision if info else 0
         cached = self._masks.get(record.id)
         if cached is not None and cached[0] == revision and revision != 0:
@@ -270,8 +276,9 @@ class LabellingApp:
             for p in self.store.parts()
         ]
         captures = []
+        infos = self.store.mask_infos()  # one query for every capture's mask row, not one per capture
         for rec in self.store.captures():
-            info = self.store.mask_info(rec.id)
+            info = infos.get(rec.id)
             captures.append(
                 {
                     "id": rec.id,
@@ -662,11 +669,13 @@ class LabellingApp:
     def review_status(self) -> dict[str, Any]:
         """Ranking so far (largest disagreement first), with progress; masks edited since are re-compared."""
         provider = self._require_review()
-        total = len(self.store.captures())
+        records = {rec.id: rec for rec in self.store.captures()}
+        infos = self.store.mask_infos()  # one query for every mask row, not one per ranked capture
+        total = len(records)
         ranked = []
         for item in rank_disagreements(list(self._review.values())):
-            record = self.store.get_capture(item.capture_id)
-            _, typed, _, _ = self._mask_entry(record)
+            record = records.get(item.capture_id) or self.store.get_capture(item.capture_id)
+            _, typed, _, _ = self._mask_entry_of(record, infos.get(record.id))
             fresh = disagreement(record.id, self.anomaly_map(record), provider.threshold, typed.mask) \
                 if self._maps.get(record.id) is not None else item
             ranked.append(fresh)

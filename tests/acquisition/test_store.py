@@ -274,6 +274,27 @@ def test_add_capture_with_a_type_label_map_and_verify_of_its_file(store: Capture
     with pytest.raises(StoreError, match="without a mask"):
         add(store, "p1", "b", mask_types=["nut"])
 
+def test_mask_infos_reads_every_mask_in_one_query_as_mask_info_does(store: CaptureStore) -> None:
+    assert store.mask_infos() == {}
+    one = np.zeros((H, W), bool)
+    one[2:6, 3:9] = True
+    typed = add(store, "p1", "a", mask=_two_type_labels(), mask_types=["nut", "fold"])
+    single = add(store, "p1", "b", seed=1, mask=one, defect_type="nut")
+    bare = add(store, "p1", "c", seed=2)
+    empty = add(store, "p2", "a", seed=3, mask=np.zeros((H, W), bool), defect_type="good")
+    store.set_mask(single.id, ~one, "fold", "human", revision=1)  # a second revision
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        infos = store.mask_infos()
+    finally:
+        store._conn.set_trace_callback(None)
+    assert len(statements) == 1
+    assert list(infos) == [typed.id, single.id, empty.id]  # by capture id; no entry without a mask
+    assert all(infos[cid] == store.mask_info(cid) for cid in infos) and store.mask_info(bare.id) is None
+    assert infos[single.id].revision == 2 and infos[empty.id].area_px == 0 and infos[typed.id].types == ("nut", "fold")
+
+
 
 def _downgrade_to_format_1(root: Path) -> None:
     """Turn a store whose masks have one type each into exactly what format version 1 wrote: the masks
@@ -313,6 +334,7 @@ def test_format_1_store_is_upgraded_and_its_masks_read_as_one_type(tmp_path: Pat
         got, types, rev = s.mask_labels(old.id)
         assert types == ["nut"] and rev == 1 and got.dtype == np.uint8 and np.array_equal(got, mask.astype(np.uint8))
         assert s.get_mask(old.id)[1] == "nut" and s.mask_info(old.id).types == ("nut",)
+        assert s.mask_infos()[old.id].types == ("nut",) and s.mask_infos()[empty.id].types == ()
         assert s.mask_labels(empty.id)[1:] == ([], 1) and s.defect_types() == ["nut"]
         # the old mask is edited into two types with the usual revision check
         labels = mask.astype(np.uint8)

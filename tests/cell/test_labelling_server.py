@@ -487,6 +487,61 @@ def test_review_ranks_the_largest_disagreement_first(served):
     assert status == 200 and png[:4] == b"\x89PNG"
 
 
+def _statements(store, fn):
+    """``(fn(), SQL statements it ran on the store's connection)``."""
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        return fn(), statements
+    finally:
+        store._conn.set_trace_callback(None)
+
+
+def _add_part(store, part: str, seed: int) -> None:
+    for i, pose in enumerate(("a", "b", "c")):
+        store.add_capture("c1", part, pose, _frame(seed + i), _pose(0.01 * i), _pose(0.01 * i), [0.0] * 6, {})
+
+
+def _finish_review(app):
+    import time
+
+    app.start_review()
+    deadline = time.monotonic() + 60  # the scoring thread shares 2 busy cores with the rest of the suite
+    while app._review_thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return app.review_status()
+
+
+def test_index_and_review_poll_read_the_masks_in_one_query_whatever_the_number_of_captures(served):
+    """No query per capture (N+1): twice the captures, the same statements; and the index still gives
+    each capture's mask row as ``store.mask_info`` does."""
+    _, store = served
+    app = LabellingApp(store, score_provider=FakeScores())
+    p1 = ids(store, "p1")
+    labels = np.zeros((H, W), np.uint8)
+    labels[2:9, 5:20], labels[2:9, 30:40] = 1, 2
+    store.set_mask_labels(p1["a"], labels, ["hole", "crack"], revision=0)
+    store.set_mask(p1["b"], np.zeros((H, W), bool), "good", "human", revision=0)
+    index, index_sql = _statements(store, app.index)
+    for entry in index["captures"]:
+        info = store.mask_info(entry["id"])
+        assert (entry["revision"], entry["area_px"], entry["defect_type"], entry["types"]) == (
+            (info.revision, info.area_px, info.defect_type, list(info.types)) if info else (0, 0, None, []))
+    assert [c["types"] for c in index["captures"][:3]] == [["hole", "crack"], [], []]
+    ranking = _finish_review(app)["ranking"]
+    _, poll_sql = _statements(store, app.review_status)
+
+    _add_part(store, "p3", 10)
+    _add_part(store, "p4", 20)
+    store.set_mask(ids(store, "p3")["a"], np.ones((H, W), bool), "hole", "human", revision=0)
+    bigger, bigger_index_sql = _statements(store, app.index)
+    assert len(bigger["captures"]) == 12 and len(bigger_index_sql) == len(index_sql)
+    assert len(_finish_review(app)["ranking"]) == 12 == len(ranking) * 2
+    _, bigger_poll_sql = _statements(store, app.review_status)
+    assert len(bigger_poll_sql) == len(poll_sql)
+    app.close()
+
+
 @pytest.mark.slow
 def test_review_with_a_model_trained_by_cell_train(tmp_path):
     """Review mode's provider on a real model directory: maps at the capture's size, threshold.json's value."""
