@@ -129,6 +129,7 @@ def store_images(
             )
     wanted_campaigns = set(campaigns) if campaigns else None
     labels = {p.part_id: p.label for p in store.parts()}
+    masks = store.mask_infos()  # one query for all captures
     items: list[LabelledImage] = []
     for record in store.captures():
         if wanted_campaigns is not None and record.campaign not in wanted_campaigns:
@@ -136,7 +137,7 @@ def store_images(
         part_label = labels.get(record.part_id, "unlabelled")
         if part_label not in part_labels:
             continue
-        info = store.mask_info(record.id)
+        info = masks.get(record.id)
         if part_label == "good":
             label, defect_type = 0, GOOD
         elif info is None:

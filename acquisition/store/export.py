@@ -101,6 +101,7 @@ def export_mvtec(
         test_parts = _split_good_parts(good_parts, float(test_good_fraction), seed)
         is_train = lambda c: c.part_id not in test_parts  # noqa: E731
 
+    masks = store.mask_infos()  # one query for all captures
     for cap in captures:
         part = labels[cap.part_id]
         if part.label == "good":
@@ -110,7 +111,7 @@ def export_mvtec(
         elif not part.labelled:
             report.skipped["defective_part_without_masks"] = report.skipped.get("defective_part_without_masks", 0) + 1
         else:
-            info = store.mask_info(cap.id)
+            info = masks.get(cap.id)
             if info is None:
                 report.skipped["defective_pose_without_mask"] = report.skipped.get("defective_pose_without_mask", 0) + 1
             elif info.area_px == 0:
