@@ -351,8 +351,6 @@ def _load_subset(model: nn.Module, full: Mapping[str, torch.Tensor], source: str
 
 def _load_local_file(model: nn.Module, name: str, path: Path) -> None:
     """Strictly load a file holding the full timm model's tensors or exactly the feature extractor's."""
-    import timm
-
     data = _read_state_dict_file(path)
     features_keys = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
     data_keys = {k for k in data if not k.endswith("num_batches_tracked")}

@@ -15,6 +15,7 @@ import torch
 
 from detectors.errors import ImageSetError
 from detectors.image_ops import check_batch
+from detectors.imagesets import ImageSet
 
 
 def _image_tensor(item: Any) -> torch.Tensor:
@@ -43,15 +44,26 @@ class TrainImages:
         self.method = method
         self.image_size = image_size
         self.n = n
+        self._sources: list[str] | None = None  # an ImageSet's source names, on first use
 
     def __len__(self) -> int:
         return self.n
 
     def source(self, i: int) -> str:
-        """Where image ``i`` came from (its path / id), for error messages."""
+        """Where image ``i`` came from (its path / id), for error messages. An :class:`ImageSet` is named
+        from its samples' metadata (listed once, on the first call), without loading any pixels; a tensor
+        by position; another sequence by its item's ``source`` (items of a plain list are in memory)."""
         if isinstance(self.data, torch.Tensor):
             return f"{self.role}[{i}]"
+        if isinstance(self.data, ImageSet):
+            if self._sources is None:
+                self._sources = self.data.sources
+            return self._sources[i]
         return str(getattr(self.data[i], "source", f"{self.role}[{i}]"))
+
+    def batch_name(self, indices: Sequence[int]) -> str:
+        """``"<role> images <source of the first>.."``: names the batch ``indices`` in error messages."""
+        return f"{self.role} images {self.source(indices[0])}.."
 
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         """Images ``indices`` stacked as (b, 3, S, S) (not yet validated)."""

@@ -49,6 +49,7 @@ from detectors.cfa.model import (
 )
 from detectors.device import autocast_context, grad_scaler, resolve_device
 from detectors.errors import DetectorError
+from detectors.model_io import check_state_shapes
 from detectors.registry import register
 
 
@@ -190,7 +191,7 @@ class CFA(Detector):
         cache: list[torch.Tensor] = []
         self.descriptor.eval()
         for idx in images.chunks(cfg.inference_batch_size):
-            batch = check_batch(images.batch(idx), cfg.image_size, "cfa", f"training images {images.source(idx[0])}..")
+            batch = check_batch(images.batch(idx), cfg.image_size, "cfa", images.batch_name(idx))
             feats = self._patch_features(batch)
             with torch.no_grad():
                 builder.add(self._describe(feats))  # the UNTRAINED descriptor (paper sec. 3.2)
@@ -326,32 +327,32 @@ class CFA(Detector):
         """Restore from :meth:`state_dict`; a missing, unexpected or mis-shaped tensor raises DetectorError."""
         self._build()
         assert self.descriptor is not None and self.r is not None
-        expected: dict[str, tuple[int, ...]] = {
-            "descriptor." + k: tuple(v.shape) for k, v in self.descriptor.state_dict().items()
-        }
-        expected["r"] = (1,)
+        modules: dict[str, nn.Module] = {"descriptor.": self.descriptor}
         if self.config.pretrained == "none":
-            expected.update({"backbone." + k: tuple(v.shape) for k, v in self.backbone.state_dict().items()})
-        for key, shape in expected.items():
-            if key not in state:
-                raise DetectorError(f"cfa weights: missing tensor '{key}'")
-            if tuple(state[key].shape) != shape:
-                raise DetectorError(f"cfa weights: tensor '{key}' has shape {tuple(state[key].shape)}, config expects {shape}")
-        if "bank" not in state:
-            raise DetectorError("cfa weights: missing tensor 'bank'")
-        bank = state["bank"]
-        if bank.ndim != 2 or bank.shape[1] != self.out_channels or bank.shape[0] < 1:
-            raise DetectorError(
-                f"cfa weights: tensor 'bank' has shape {tuple(bank.shape)}, config expects (M, {self.out_channels})"
-            )
-        extra = sorted(set(state) - set(expected) - {"bank"})
-        if extra:
-            raise DetectorError(f"cfa weights: unexpected tensor '{extra[0]}'")
-        self.descriptor.load_state_dict({k[len("descriptor.") :]: v for k, v in state.items() if k.startswith("descriptor.")})
-        if self.config.pretrained == "none":
-            self.backbone.load_state_dict({k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")})
+            modules["backbone."] = self.backbone
+        parts = {prefix: check_state_shapes(prefix, module, state, "cfa") for prefix, module in modules.items()}
+        bank = self._checked_radius_and_bank(state)
+        unknown = sorted(k for k in state if k not in ("r", "bank") and not k.startswith(tuple(modules)))
+        if unknown:
+            raise DetectorError(f"cfa weights: unexpected tensor '{unknown[0]}'")
+        for prefix, module in modules.items():
+            module.load_state_dict(parts[prefix])
         with torch.no_grad():
             self.r.copy_(state["r"].to(self.device))
         self.bank = bank.float().to(self.device)
         self.descriptor.eval()
         self._fitted = True
+
+    def _checked_radius_and_bank(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Check ``state``'s radius ``r`` (1,) and memory bank ``bank`` (M, D), M >= 1; returns the bank."""
+        for key in ("r", "bank"):
+            if key not in state:
+                raise DetectorError(f"cfa weights: missing tensor '{key}'")
+        if tuple(state["r"].shape) != (1,):
+            raise DetectorError(f"cfa weights: tensor 'r' has shape {tuple(state['r'].shape)}, config expects (1,)")
+        bank = state["bank"]
+        if bank.ndim != 2 or bank.shape[1] != self.out_channels or bank.shape[0] < 1:
+            raise DetectorError(
+                f"cfa weights: tensor 'bank' has shape {tuple(bank.shape)}, config expects (M, {self.out_channels})"
+            )
+        return bank

@@ -61,6 +61,7 @@ from detectors.glance.model import (
     patch_centres,
     patch_grid,
 )
+from detectors.model_io import check_state_shapes
 from detectors.registry import register
 
 
@@ -244,7 +245,7 @@ class Glance(Detector):
         # The training images are held in memory (float32): validated once, re-cropped every step.
         images = torch.cat(
             [
-                check_batch(data.batch(idx), cfg.image_size, "glance", f"training images {data.source(idx[0])}..")
+                check_batch(data.batch(idx), cfg.image_size, "glance", data.batch_name(idx))
                 for idx in data.chunks(32)
             ]
         ).to(self.device)
@@ -450,18 +451,21 @@ class Glance(Detector):
         modules = self._modules()
         if self.config.pretrained == "none":
             modules["teacher."] = self.teacher
-        expected = {p + k: tuple(v.shape) for p, m in modules.items() for k, v in m.state_dict().items()}
-        expected["local_mean"] = expected["local_std"] = (self.config.feature_dim,)
-        for key, shape in expected.items():
+        parts = {prefix: check_state_shapes(prefix, module, state, "glance") for prefix, module in modules.items()}
+        standardisation = ("local_mean", "local_std")
+        for key in standardisation:
             if key not in state:
                 raise DetectorError(f"glance weights: missing tensor '{key}'")
-            if tuple(state[key].shape) != shape:
-                raise DetectorError(f"glance weights: tensor '{key}' has shape {tuple(state[key].shape)}, config expects {shape}")
-        extra = sorted(set(state) - set(expected))
-        if extra:
-            raise DetectorError(f"glance weights: unexpected tensor '{extra[0]}'")
+            if tuple(state[key].shape) != (self.config.feature_dim,):
+                raise DetectorError(
+                    f"glance weights: tensor '{key}' has shape {tuple(state[key].shape)}, "
+                    f"config expects ({self.config.feature_dim},)"
+                )
+        unknown = sorted(k for k in state if k not in standardisation and not k.startswith(tuple(modules)))
+        if unknown:
+            raise DetectorError(f"glance weights: unexpected tensor '{unknown[0]}'")
         for prefix, module in modules.items():
-            module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+            module.load_state_dict(parts[prefix])
             module.eval()
         self.local_mean = state["local_mean"].float().to(self.device)
         self.local_std = state["local_std"].float().to(self.device)

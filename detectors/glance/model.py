@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from detectors.tiling import tile_starts
+
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
@@ -167,13 +169,16 @@ def add_stain(patches: torch.Tensor, generator: torch.Generator) -> tuple[torch.
 
 
 def patch_grid(image_size: int, patch: int, stride: int) -> list[tuple[int, int]]:
-    """Top-left corners (y, x) of a raster of ``patch``-px patches every ``stride`` px; the last row/column
-    is aligned to the image border so every pixel is covered. Raster order (row-major)."""
+    """Top-left corners (y, x), px, of a raster of ``patch``-px patches every ``stride`` px over an
+    ``image_size``-px square image; the last row/column is aligned to the image border so every pixel is
+    covered. Raster order (row-major), (rows * columns) corners.
+
+    The offsets along each axis are :func:`detectors.tiling.tile_starts`' with overlap ``1 - stride / patch``
+    (its step rounds back to exactly ``stride``).
+    """
     if patch > image_size:
         raise ValueError(f"patch {patch} px is larger than the image ({image_size} px)")
-    starts = list(range(0, image_size - patch + 1, stride))
-    if starts[-1] != image_size - patch:
-        starts.append(image_size - patch)
+    starts = tile_starts(image_size, patch, 1.0 - stride / patch)
     return [(y, x) for y in starts for x in starts]
 
 

@@ -242,7 +242,7 @@ class SimpleNet(Detector):
             chunks = []
             for start in range(0, n, cfg.inference_batch_size):
                 idx = list(range(start, min(n, start + cfg.inference_batch_size)))
-                batch = self._check_images(images.batch(idx), f"training images {images.source(idx[0])}..")
+                batch = self._check_images(images.batch(idx), images.batch_name(idx))
                 chunks.append(self._features(batch))
                 report(0, cfg.meta_epochs, f"extracting features {idx[-1] + 1}/{n}")
             cache = torch.cat(chunks)  # (N, h, w, D), raw
@@ -256,7 +256,7 @@ class SimpleNet(Detector):
             # Validate everything before the long loop so a bad image fails fast.
             for start in range(0, n, cfg.inference_batch_size):
                 idx = list(range(start, min(n, start + cfg.inference_batch_size)))
-                self._check_images(images.batch(idx), f"training images {images.source(idx[0])}..")
+                self._check_images(images.batch(idx), images.batch_name(idx))
         extract_s = time.perf_counter() - t0
 
         adaptor_opt = torch.optim.AdamW(self.adaptor.parameters(), lr=cfg.adaptor_lr)
@@ -334,7 +334,7 @@ class SimpleNet(Detector):
         count = 0
         for start in range(0, len(images), self.config.inference_batch_size):
             idx = list(range(start, min(len(images), start + self.config.inference_batch_size)))
-            batch = self._check_images(images.batch(idx), f"training images {images.source(idx[0])}..")
+            batch = self._check_images(images.batch(idx), images.batch_name(idx))
             feats = self._features(batch).reshape(-1, d).double()
             total += feats.sum(0)
             total_sq += (feats * feats).sum(0)

@@ -32,7 +32,7 @@ from detectors.slsg.segnet import SegNet, segnet_loss, top_k_mean
 from detectors.slsg.simulation import SimulationSettings, foreground_mask, simulate_anomaly
 from detectors.model_io import check_state_shapes
 from detectors.train_images import StackedTrainImages
-from detectors.tsdn.training import (
+from detectors.training import (
     CheckpointStore,
     batch_indices,
     check_batch,

@@ -30,7 +30,7 @@ from detectors.tsdn.surf import SuperpixelCache, surf_batch
 from detectors.image_ops import gaussian_blur
 from detectors.model_io import check_state_shapes
 from detectors.train_images import StackedTrainImages
-from detectors.tsdn.training import (
+from detectors.training import (
     CheckpointStore,
     batch_indices,
     check_batch,

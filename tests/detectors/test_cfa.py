@@ -130,3 +130,35 @@ def test_fit_learns_r_and_reports_bank_size() -> None:
     assert stats["r"][-1] != pytest.approx(detector.config.r_init)  # r is learned
     assert stats["bank_size"] == [round(0.5 * 16 * 16), detector.out_channels]
     assert set(detector.state_dict()) >= {"r", "bank", "descriptor.conv.weight"}
+
+
+@pytest.fixture(scope="module")
+def fitted_state() -> dict[str, torch.Tensor]:
+    """The state dict of a cfa model fitted for one epoch on two synthetic images."""
+    from detectors.synthetic import synthetic_imageset
+
+    detector = registry.create("cfa", **{**registry.detector_class("cfa").smoke_config, "epochs": 1})
+    detector.fit(synthetic_imageset(2, size=64, seed=0))
+    return detector.state_dict()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda s: s.pop("descriptor.conv.weight"), "missing tensor 'descriptor.conv.weight'"),
+        (lambda s: s.update({"descriptor.conv.bias": torch.zeros(2)}), r"tensor 'descriptor.conv.bias' has shape \(2,\)"),
+        (lambda s: s.pop("r"), "missing tensor 'r'"),
+        (lambda s: s.update({"r": torch.zeros(2)}), r"tensor 'r' has shape \(2,\)"),
+        (lambda s: s.pop("bank"), "missing tensor 'bank'"),
+        (lambda s: s.update({"bank": torch.zeros(4, 3)}), r"tensor 'bank' has shape \(4, 3\)"),
+        (lambda s: s.update({"descriptor.extra": torch.zeros(1)}), "unexpected tensor 'descriptor.extra'"),
+        (lambda s: s.update({"backbone.w": torch.zeros(1)}), "unexpected tensor 'backbone.w'"),
+    ],
+)
+def test_weights_that_do_not_fit_name_the_tensor(fitted_state, damage, message: str) -> None:
+    state = dict(fitted_state)
+    damage(state)
+    detector = registry.create("cfa", **registry.detector_class("cfa").smoke_config)
+    with pytest.raises(DetectorError, match=f"^cfa weights: {message}"):
+        detector.load_state_dict(state)
+    detector.load_state_dict(dict(fitted_state))  # the undamaged state loads

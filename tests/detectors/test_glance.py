@@ -5,6 +5,8 @@ registered; importing :mod:`detectors.glance` here registers it for this session
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -23,6 +25,8 @@ from detectors.glance.model import (
     patch_centres,
     patch_grid,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_partial_convolution_ignores_masked_pixels() -> None:
@@ -111,6 +115,37 @@ def test_patch_grid_covers_every_pixel_in_raster_order() -> None:
     assert len(boxes) == 25
 
 
+def _raster_starts(image_size: int, patch: int, stride: int) -> list[int]:
+    """The raster written out: every ``stride`` px, plus a last start aligned to the border."""
+    starts = list(range(0, image_size - patch + 1, stride))
+    return starts if starts[-1] == image_size - patch else starts + [image_size - patch]
+
+
+def _glance_geometries() -> list[tuple[int, int, int]]:
+    """(image_size, patch_size, patch_stride) of the defaults, the smoke config, configs/detectors/glance.yaml
+    and its documented cheaper recipe."""
+    import yaml
+
+    smoke = registry.detector_class("glance").smoke_config
+    default = registry.detector_class("glance").config_class()
+    recipe = yaml.safe_load((REPO / "configs" / "detectors" / "glance.yaml").read_text())["config"]
+    return [
+        (default.image_size, default.patch_size, default.patch_stride),
+        (smoke["image_size"], smoke["patch_size"], smoke["patch_stride"]),
+        (recipe["image_size"], recipe["patch_size"], recipe["patch_stride"]),
+        (128, 16, 8),
+    ]
+
+
+def test_patch_grid_is_the_stride_raster_for_every_glance_geometry() -> None:
+    for image_size, patch, stride in _glance_geometries() + [(70, 16, 16), (100, 32, 24), (64, 16, 20)]:
+        starts = _raster_starts(image_size, patch, stride)
+        expected = [(y, x) for y in starts for x in starts]
+        assert patch_grid(image_size, patch, stride) == expected, (image_size, patch, stride)
+    with pytest.raises(ValueError, match="larger than the image"):
+        patch_grid(16, 32, 8)
+
+
 def test_dad_negatives_differ_from_positives_only_inside_the_stain() -> None:
     patches = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     stained, inside = add_stain(patches, torch.Generator().manual_seed(1))
@@ -162,3 +197,34 @@ def test_batched_views_equal_chunked_views() -> None:
     assert tuple(one_pass.shape) == (2, detector.patches_per_image)
     detector.config = detector.config.model_copy(update={"views_per_pass": 5})
     torch.testing.assert_close(detector.patch_scores(images)["score"], one_pass, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fitted_state() -> dict[str, torch.Tensor]:
+    """The state dict of a glance model fitted for a few steps on two synthetic images."""
+    from detectors.synthetic import synthetic_imageset
+
+    smoke = {**registry.detector_class("glance").smoke_config, "local_steps": 2, "global_steps": 2, "distill_patches": 32}
+    detector = registry.create("glance", **smoke)
+    detector.fit(synthetic_imageset(2, size=64, seed=0))
+    return detector.state_dict()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda s: s.pop("global.head.0.weight"), "missing tensor 'global.head.0.weight'"),
+        (lambda s: s.update({"dad.net.0.bias": torch.zeros(3)}), r"tensor 'dad.net.0.bias' has shape \(3,\)"),
+        (lambda s: s.pop("local_std"), "missing tensor 'local_std'"),
+        (lambda s: s.update({"local_mean": torch.zeros(2)}), r"tensor 'local_mean' has shape \(2,\)"),
+        (lambda s: s.update({"local.extra": torch.zeros(1)}), "unexpected tensor 'local.extra'"),
+        (lambda s: s.update({"teacher.w": torch.zeros(1)}), "unexpected tensor 'teacher.w'"),
+    ],
+)
+def test_weights_that_do_not_fit_name_the_tensor(fitted_state, damage, message: str) -> None:
+    state = dict(fitted_state)
+    damage(state)
+    detector = registry.create("glance", **registry.detector_class("glance").smoke_config)
+    with pytest.raises(DetectorError, match=f"^glance weights: {message}"):
+        detector.load_state_dict(state)
+    detector.load_state_dict(dict(fitted_state))  # the undamaged state loads

@@ -13,7 +13,6 @@ from detectors.synthetic import synthetic_imageset
 from detectors.tsdn import TSDN, TSDNConfig
 from detectors.tsdn.model import gms_loss, normality_target, ssim_loss, tsdn_losses
 from detectors.tsdn.surf import SuperpixelCache, slic_labels, superpixel_random_fill, surf_batch
-from detectors.tsdn.training import prefetch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,22 +47,6 @@ def test_cached_superpixels_give_the_same_surf_batch_as_computing_them() -> None
     fresh = surf_batch(images, 30, 5, np.random.default_rng(7))
     cached = surf_batch(images, 30, 5, np.random.default_rng(7), labels=cache.labels([0, 1, 2]))
     assert torch.equal(fresh[0], cached[0]) and torch.equal(fresh[1], cached[1])
-
-
-def test_prefetch_keeps_step_order_and_raises_the_builders_error() -> None:
-    assert [s for s, _ in prefetch(lambda step: step * step, range(3, 12), workers=3)] == list(range(3, 12))
-    assert [b for _, b in prefetch(lambda step: step * step, range(5), workers=2)] == [0, 1, 4, 9, 16]
-
-    def broken(step: int) -> int:
-        if step == 4:
-            raise ValueError("batch 4 is broken")
-        return step
-
-    seen = []
-    with pytest.raises(ValueError, match="batch 4"):
-        for step, _ in prefetch(broken, range(10), workers=2):
-            seen.append(step)
-    assert seen == [0, 1, 2, 3]
 
 
 def test_surf_batch_probability_zero_keeps_images_clean() -> None:

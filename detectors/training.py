@@ -1,5 +1,5 @@
-"""Training plumbing shared by TSDN and SLSG: input checks, batch prefetching, per-step random
-generators and atomic, resumable checkpoints.
+"""Training plumbing shared by the step-based detectors (TSDN, SLSG): input checks, batch prefetching,
+per-step random generators and atomic, resumable checkpoints.
 
 Resuming: a training loop is a sequence of numbered steps whose random choices come only from
 :func:`step_rng` / :func:`epoch_order` (functions of the seed and the step / epoch). A checkpoint holds the
