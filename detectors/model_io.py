@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import yaml
@@ -170,3 +170,23 @@ def check_state_shapes(prefix: str, module: torch.nn.Module, state: dict[str, to
     if extra:
         raise DetectorError(f"{method} weights: unexpected tensor '{prefix}{extra[0]}'")
     return part
+
+
+def check_loose_tensors(state: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], method: str) -> None:
+    """Check the tensors of ``state`` that belong to no module (e.g. normalisation statistics): each key of
+    ``shapes`` must be present with exactly that shape; one-line DetectorError naming the tensor otherwise."""
+    for key, shape in shapes.items():
+        if key not in state:
+            raise DetectorError(f"{method} weights: missing tensor '{key}'")
+        if tuple(state[key].shape) != tuple(shape):
+            raise DetectorError(
+                f"{method} weights: tensor '{key}' has shape {tuple(state[key].shape)}, config expects {tuple(shape)}"
+            )
+
+
+def reject_unknown_tensors(state: dict[str, torch.Tensor], prefixes: Sequence[str], names: Sequence[str], method: str) -> None:
+    """One-line DetectorError naming the first tensor of ``state`` that neither starts with one of ``prefixes``
+    (the modules' tensors) nor is one of ``names`` (the loose tensors)."""
+    unknown = sorted(k for k in state if k not in names and not k.startswith(tuple(prefixes)))
+    if unknown:
+        raise DetectorError(f"{method} weights: unexpected tensor '{unknown[0]}'")

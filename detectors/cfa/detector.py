@@ -49,7 +49,7 @@ from detectors.cfa.model import (
 )
 from detectors.device import autocast_context, grad_scaler, resolve_device
 from detectors.errors import DetectorError
-from detectors.model_io import check_state_shapes
+from detectors.model_io import check_loose_tensors, check_state_shapes, reject_unknown_tensors
 from detectors.registry import register
 
 
@@ -332,9 +332,7 @@ class CFA(Detector):
             modules["backbone."] = self.backbone
         parts = {prefix: check_state_shapes(prefix, module, state, "cfa") for prefix, module in modules.items()}
         bank = self._checked_radius_and_bank(state)
-        unknown = sorted(k for k in state if k not in ("r", "bank") and not k.startswith(tuple(modules)))
-        if unknown:
-            raise DetectorError(f"cfa weights: unexpected tensor '{unknown[0]}'")
+        reject_unknown_tensors(state, list(modules), ["r", "bank"], "cfa")
         for prefix, module in modules.items():
             module.load_state_dict(parts[prefix])
         with torch.no_grad():
@@ -345,11 +343,9 @@ class CFA(Detector):
 
     def _checked_radius_and_bank(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """Check ``state``'s radius ``r`` (1,) and memory bank ``bank`` (M, D), M >= 1; returns the bank."""
-        for key in ("r", "bank"):
-            if key not in state:
-                raise DetectorError(f"cfa weights: missing tensor '{key}'")
-        if tuple(state["r"].shape) != (1,):
-            raise DetectorError(f"cfa weights: tensor 'r' has shape {tuple(state['r'].shape)}, config expects (1,)")
+        if "bank" not in state:
+            raise DetectorError("cfa weights: missing tensor 'bank'")
+        check_loose_tensors(state, {"r": (1,)}, "cfa")
         bank = state["bank"]
         if bank.ndim != 2 or bank.shape[1] != self.out_channels or bank.shape[0] < 1:
             raise DetectorError(

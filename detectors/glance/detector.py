@@ -61,7 +61,7 @@ from detectors.glance.model import (
     patch_centres,
     patch_grid,
 )
-from detectors.model_io import check_state_shapes
+from detectors.model_io import check_loose_tensors, check_state_shapes, reject_unknown_tensors
 from detectors.registry import register
 
 
@@ -452,18 +452,9 @@ class Glance(Detector):
         if self.config.pretrained == "none":
             modules["teacher."] = self.teacher
         parts = {prefix: check_state_shapes(prefix, module, state, "glance") for prefix, module in modules.items()}
-        standardisation = ("local_mean", "local_std")
-        for key in standardisation:
-            if key not in state:
-                raise DetectorError(f"glance weights: missing tensor '{key}'")
-            if tuple(state[key].shape) != (self.config.feature_dim,):
-                raise DetectorError(
-                    f"glance weights: tensor '{key}' has shape {tuple(state[key].shape)}, "
-                    f"config expects ({self.config.feature_dim},)"
-                )
-        unknown = sorted(k for k in state if k not in standardisation and not k.startswith(tuple(modules)))
-        if unknown:
-            raise DetectorError(f"glance weights: unexpected tensor '{unknown[0]}'")
+        standardisation = {key: (self.config.feature_dim,) for key in ("local_mean", "local_std")}
+        check_loose_tensors(state, standardisation, "glance")
+        reject_unknown_tensors(state, list(modules), list(standardisation), "glance")
         for prefix, module in modules.items():
             module.load_state_dict(parts[prefix])
             module.eval()

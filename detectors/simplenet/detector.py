@@ -39,7 +39,7 @@ from detectors.device import autocast_context, grad_scaler, resolve_device
 from detectors.errors import DetectorError
 from detectors.registry import register
 from detectors.image_ops import check_batch, gaussian_blur
-from detectors.model_io import check_state_shapes
+from detectors.model_io import check_loose_tensors, check_state_shapes, reject_unknown_tensors
 from detectors.train_images import TrainImages
 from detectors.simplenet.model import (
     Adaptor,
@@ -447,26 +447,15 @@ class SimpleNet(Detector):
             module.load_state_dict(check_state_shapes(prefix, module, state, "simplenet"))
         self._norm = None
         if self.config.feature_norm == "standardize":
-            d = self.config.target_dim
-            for key in ("norm.mean", "norm.std"):
-                if key not in state:
-                    raise DetectorError(f"simplenet weights: missing tensor '{key}'")
-                if tuple(state[key].shape) != (d,):
-                    raise DetectorError(
-                        f"simplenet weights: tensor '{key}' has shape {tuple(state[key].shape)}, config expects ({d},)"
-                    )
+            check_loose_tensors(state, {key: (self.config.target_dim,) for key in ("norm.mean", "norm.std")}, "simplenet")
             self._norm = (
                 state["norm.mean"].float().to(self.device),
                 state["norm.std"].float().to(self.device),
             )
-            modules_prefixes = ("norm.",)
+            loose = ["norm.mean", "norm.std"]
         else:
-            modules_prefixes = ()
-        unknown = sorted(
-            k for k in state if not any(k.startswith(p) for p in (*modules, *modules_prefixes))
-        )
-        if unknown:
-            raise DetectorError(f"simplenet weights: unexpected tensor '{unknown[0]}'")
+            loose = []
+        reject_unknown_tensors(state, list(modules), loose, "simplenet")
         self.adaptor.eval()
         self.discriminator.eval()
         self._fitted = True

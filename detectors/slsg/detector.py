@@ -30,7 +30,7 @@ from detectors.registry import register
 from detectors.slsg.gptnet import GPTNet, PatchDiscriminator, generator_loss, inpainting_mask, lsgan_discriminator_loss
 from detectors.slsg.segnet import SegNet, segnet_loss, top_k_mean
 from detectors.slsg.simulation import SimulationSettings, foreground_mask, simulate_anomaly
-from detectors.model_io import check_state_shapes
+from detectors.model_io import check_state_shapes, reject_unknown_tensors
 from detectors.train_images import StackedTrainImages
 from detectors.training import (
     CheckpointStore,
@@ -386,9 +386,7 @@ class SLSG(Detector):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         net = self._segnet(self._encoder("none"))  # every encoder tensor comes from the state
         part = check_state_shapes("seg.", net, state, "slsg")
-        unknown = sorted(k for k in state if not k.startswith("seg."))
-        if unknown:
-            raise DetectorError(f"slsg weights: unexpected tensor '{unknown[0]}'")
+        reject_unknown_tensors(state, ["seg."], [], "slsg")
         net.load_state_dict(part)
         net.eval()
         self.net = net

@@ -28,7 +28,7 @@ from detectors.registry import register
 from detectors.tsdn.model import TSDNNet, tsdn_losses
 from detectors.tsdn.surf import SuperpixelCache, surf_batch
 from detectors.image_ops import gaussian_blur
-from detectors.model_io import check_state_shapes
+from detectors.model_io import check_state_shapes, reject_unknown_tensors
 from detectors.train_images import StackedTrainImages
 from detectors.training import (
     CheckpointStore,
@@ -250,9 +250,7 @@ class TSDN(Detector):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         net = self._build("none")  # every encoder tensor comes from the state
         part = check_state_shapes("net.", net, state, "tsdn")
-        unknown = sorted(k for k in state if not k.startswith("net."))
-        if unknown:
-            raise DetectorError(f"tsdn weights: unexpected tensor '{unknown[0]}'")
+        reject_unknown_tensors(state, ["net."], [], "tsdn")
         net.load_state_dict(part)
         net.eval()
         self.net = net
