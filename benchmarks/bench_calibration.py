@@ -13,24 +13,26 @@ rotation (deg). Writes per-run rows and a summary (mean and max over seeds) to J
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import time
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from calibration.errors import CalibrationError
-from calibration.handeye import HAND_EYE_METHODS, board_pose_pnp, calibrate_hand_eye
-from calibration.intrinsics import calibrate_intrinsics
-from calibration.transforms import rotation_angle_between
-from calibration.charuco import CharucoDetector
-from cell.calibrate import CalibrationConfig, capture_views, plan_calibration_views, show_board
-from cell.cell_factory import build_cell, load_cell_config
-from cell.config import load_config
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: make the benchmarks package importable
+
+from benchmarks.timing import Stopwatch, write_json  # noqa: E402
+from calibration.errors import CalibrationError  # noqa: E402
+from calibration.handeye import HAND_EYE_METHODS, board_pose_pnp, calibrate_hand_eye  # noqa: E402
+from calibration.intrinsics import calibrate_intrinsics  # noqa: E402
+from calibration.transforms import rotation_angle_between  # noqa: E402
+from calibration.charuco import CharucoDetector  # noqa: E402
+from cell.calibrate import CalibrationConfig, capture_views, plan_calibration_views, show_board  # noqa: E402
+from cell.cell_factory import build_cell, load_cell_config  # noqa: E402
+from cell.config import load_config  # noqa: E402
+
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "calibration.json"
 
 
@@ -45,21 +47,22 @@ def run_one(cell_config: Any, cfg: CalibrationConfig, n_views: int, seed: int) -
             cell.envelope.check_pose(pose, label)
             cell.robot.kinematics.inverse(pose)
 
-        t0 = time.perf_counter()
-        views = plan_calibration_views(cfg.board, cfg.T_base_board, cell.camera_model, cell.T_flange_cam, plan, check)
-        captured = capture_views(cell.robot, cell.camera, CharucoDetector(cfg.board), views, plan,
-                                 sleep=cell.clock.sleep,
-                                 inverse_kinematics=lambda p, q: cell.robot.kinematics.inverse(p, q_near=q))
-        capture_s = time.perf_counter() - t0
+        with Stopwatch() as sw:
+            views = plan_calibration_views(cfg.board, cfg.T_base_board, cell.camera_model, cell.T_flange_cam,
+                                           plan, check)
+            captured = capture_views(cell.robot, cell.camera, CharucoDetector(cfg.board), views, plan,
+                                     sleep=cell.clock.sleep,
+                                     inverse_kinematics=lambda p, q: cell.robot.kinematics.inverse(p, q_near=q))
+        capture_s = sw.wall_s
     truth, T_true = cell.camera_model, cell.T_flange_cam
-    t0 = time.perf_counter()
-    intr = calibrate_intrinsics([c.detection for c in captured], min_corners=cfg.min_corners)
-    intrinsics_s = time.perf_counter() - t0
+    with Stopwatch() as sw:
+        intr = calibrate_intrinsics([c.detection for c in captured], min_corners=cfg.min_corners)
+    intrinsics_s = sw.wall_s
     cam = intr.camera
     used = [captured[i] for i in intr.used_views]
-    t0 = time.perf_counter()
-    boards = [board_pose_pnp(c.detection, cam) for c in used]
-    pnp_s = time.perf_counter() - t0
+    with Stopwatch() as sw:
+        boards = [board_pose_pnp(c.detection, cam) for c in used]
+    pnp_s = sw.wall_s
     pairs = [(c.actual_pose, b) for c, b in zip(used, boards) if b is not None]
     base = {
         "views": n_views, "seed": seed, "views_used": len(used),
@@ -71,13 +74,13 @@ def run_one(cell_config: Any, cfg: CalibrationConfig, n_views: int, seed: int) -
     }
     rows = []
     for method in HAND_EYE_METHODS:
-        t0 = time.perf_counter()
         try:
-            he = calibrate_hand_eye([p for p, _ in pairs], [b for _, b in pairs], method)
+            with Stopwatch() as sw:
+                he = calibrate_hand_eye([p for p, _ in pairs], [b for _, b in pairs], method)
         except CalibrationError as exc:
             rows.append({**base, "method": method, "error": str(exc)})
             continue
-        hand_eye_s = time.perf_counter() - t0
+        hand_eye_s = sw.wall_s
         T = he.T_flange_cam
         rows.append({
             **base, "method": method, "hand_eye_s": round(hand_eye_s, 5),
@@ -126,25 +129,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         }),
     }
     rows: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
-    for env_name, cc in envelopes.items():
-        for n in args.views:
-            for seed in range(args.seeds):
-                for row in run_one(cc, cfg, n, seed):
-                    rows.append({"envelope": env_name, **row})
-                print(f"{env_name}: {n} views, seed {seed} done", flush=True)
-    summary = summarise(rows)
+    with Stopwatch() as total:
+        for env_name, cc in envelopes.items():
+            for n in args.views:
+                for seed in range(args.seeds):
+                    for row in run_one(cc, cfg, n, seed):
+                        rows.append({"envelope": env_name, **row})
+                    print(f"{env_name}: {n} views, seed {seed} done", flush=True)
+        summary = summarise(rows)
     result = {
         "benchmark": "calibration",
         "platform": platform.platform(), "python": platform.python_version(),
         "board": cfg.board.describe(),
         "targets": {"fx_error_pct": 0.5, "pp_error_px": 2.0, "hand_eye_mm": 1.0, "hand_eye_deg": 0.1},
-        "total_s": round(time.perf_counter() - t_start, 1),
+        "total_s": round(total.wall_s, 1),
         "summary": summary,
         "runs": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     print(f"{'envelope':28s} {'views':>5s} {'method':>10s} {'fx%max':>8s} {'pp px max':>9s} {'mm max':>7s} "
           f"{'deg max':>8s} {'he ms':>6s}")
     for s in summary:

@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -28,27 +27,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.timing import Sample, Stopwatch, summary_ms, write_json  # noqa: E402
 from cell.commands.label import build_app  # noqa: E402
 from cell.labelling.carry import carry_mask  # noqa: E402
 from cell.labelling.server import LabellingHTTPServer  # noqa: E402
 from cell.labelling.simdata import make_sim_dataset  # noqa: E402
 
 
-class _Timer:
-    def __enter__(self) -> "_Timer":
-        self.w, self.c = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sample = (time.perf_counter() - self.w, time.process_time() - self.c)
-
-
-def _ms(values: list[tuple[float, float]]) -> dict[str, float]:
+def _ms(values: list[Sample]) -> dict[str, float | int]:
     """Wall and process-CPU milliseconds (on a shared machine the CPU time is the steadier number)."""
-    wall = [w for w, _ in values]
-    cpu = [c for _, c in values]
-    return {"median_ms": 1e3 * statistics.median(wall), "mean_ms": 1e3 * statistics.fmean(wall),
-            "max_ms": 1e3 * max(wall), "cpu_median_ms": 1e3 * statistics.median(cpu), "n": len(values)}
+    return summary_ms(values, ("median", "mean", "max", "cpu_median"))
 
 
 def _get(conn: http.client.HTTPConnection, path: str, body: dict | None = None) -> bytes:
@@ -82,7 +70,7 @@ def main() -> None:
             cid = ids[k % len(ids)]
             server = LabellingHTTPServer(app, "127.0.0.1", 0).start_background()
             conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
-            with _Timer() as t:
+            with Stopwatch() as t:
                 _get(conn, f"/api/captures/{cid}/image.png")
                 _get(conn, f"/api/captures/{cid}/mask")
                 _get(conn, f"/api/captures/{cid}/superpixels.png")
@@ -102,7 +90,7 @@ def main() -> None:
             x = 100 + 40 * (k % 25)
             body = {"op": "brush" if k % 3 else "erase", "base_revision": revision, "defect_type": "bench",
                     "points": [[x, 200 + 10 * k], [x + 60, 260 + 10 * k], [x + 90, 300 + 10 * k]], "radius": 12}
-            with _Timer() as t:
+            with Stopwatch() as t:
                 reply = json.loads(_get(conn, f"/api/captures/{cid}/edit", body))
             revision = reply["revision"]
             edits.append(t.sample)
@@ -113,11 +101,11 @@ def main() -> None:
         # edited mask of the first pose (strokes spread over much of the image: a large warp window)
         records = app.store.captures()
         geometry = app.geometry(records[0])
-        carry: dict[str, list] = {"first_call": [], "defect_mask": [], "large_mask": []}
+        carry: dict[str, list[Sample]] = {"first_call": [], "defect_mask": [], "large_mask": []}
         for name, src in (("defect_mask", records[1]), ("large_mask", records[0])):
             mask, _, _ = app.store.get_mask(src.id)
             for target in [r for r in records if r.id != src.id] * 3:
-                with _Timer() as t:
+                with Stopwatch() as t:
                     carry_mask(mask, geometry, src.actual_pose, target.actual_pose)
                 (carry["first_call"] if not carry["first_call"] else carry[name]).append(t.sample)
         server.stop()
@@ -138,8 +126,7 @@ def main() -> None:
                     "platform": platform.platform()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("open_image_with_superpixels", "store_mask_edit",
                                              "store_mask_edit_region_types", "carry_over_per_pose",
                                              "meets_targets")}, indent=1))

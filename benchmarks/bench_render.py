@@ -9,19 +9,22 @@ time per ``capture()`` (render + sensor model + mask), and the time to generate 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from acquisition.sim.camera import SimCamera, SimCameraConfig
-from acquisition.sim.scene import Scene, SceneConfig
-from calibration.transforms import Transform
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: make the benchmarks package importable
+
+from acquisition.sim.camera import SimCamera, SimCameraConfig  # noqa: E402
+from acquisition.sim.scene import Scene, SceneConfig  # noqa: E402
+from benchmarks.timing import Stopwatch, summary_ms, write_json  # noqa: E402
+from calibration.transforms import Transform  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "render.json"
 WORKING_DISTANCE_M = 0.35
@@ -49,19 +52,16 @@ def _poses(camera: SimCamera, target: np.ndarray, n: int, rng: np.random.Generat
     return out
 
 
-def _time_captures(camera: SimCamera, robot: _FixedRobot, poses: list[np.ndarray]) -> dict[str, float]:
+def _time_captures(camera: SimCamera, robot: _FixedRobot, poses: list[np.ndarray]) -> dict[str, float | int]:
+    """Milliseconds per ``capture()`` from each of ``poses`` (after one warm-up capture): wall and CPU."""
     camera.capture()  # warm-up: caches, scratch buffers, pyramid levels
-    times, cpu = [], []
+    samples = []
     for pose in poses:
         robot.pose = pose
-        t0, c0 = time.perf_counter(), time.process_time()
-        camera.capture()
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    t = np.asarray(times) * 1e3
-    c = np.asarray(cpu) * 1e3
-    return {"frames": len(t), "median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)),
-            "min_ms": float(t.min()), "cpu_median_ms": float(np.median(c))}
+        with Stopwatch() as sw:
+            camera.capture()
+        samples.append(sw.sample)
+    return {"frames": len(samples), **summary_ms(samples, ("median", "p90", "min", "cpu_median"), count_key=None)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     scene = Scene(SceneConfig(), seed=args.seed)
-    t0 = time.perf_counter()
-    part = scene.new_part("bench-0001", kind="defective")
-    generate_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scene.new_part("bench-0002", kind="good", load=False)
-    generate_good_s = time.perf_counter() - t0
+    with Stopwatch() as sw:
+        part = scene.new_part("bench-0001", kind="defective")
+    generate_s = sw.wall_s
+    with Stopwatch() as sw:
+        scene.new_part("bench-0002", kind="good", load=False)
+    generate_good_s = sw.wall_s
 
     robot = _FixedRobot()
     camera = SimCamera(SimCameraConfig(), robot, scene, seed=args.seed)
@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, record)
     for name, r in results.items():
         print(f"{name:>14}: median {r['median_ms']:.1f} ms (min {r['min_ms']:.1f}, p90 {r['p90_ms']:.1f}; "
               f"CPU {r['cpu_median_ms']:.1f} ms) per capture, {r['frames']} frames")

@@ -6,33 +6,25 @@ Writes a JSON file with wall-clock timings (seconds) and prints a short summary.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from acquisition.envelope import SafetyEnvelope
-from acquisition.plan import PlanConfig, footprint_from_camera, make_plan
-from acquisition.sim.clock import SimClock
-from acquisition.sim.kinematics import UR5Kinematics
-from acquisition.sim.robot import SimRobot
-from calibration.camera_model import CameraModel
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: make the benchmarks package importable
+
+from acquisition.envelope import SafetyEnvelope  # noqa: E402
+from acquisition.plan import PlanConfig, footprint_from_camera, make_plan  # noqa: E402
+from acquisition.sim.clock import SimClock  # noqa: E402
+from acquisition.sim.kinematics import UR5Kinematics  # noqa: E402
+from acquisition.sim.robot import SimRobot  # noqa: E402
+from benchmarks.timing import Stopwatch, best_mean_per_call, write_json  # noqa: E402
+from calibration.camera_model import CameraModel  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "robot.json"
-
-
-def _time_calls(fn, args: list, repeats: int = 3) -> float:
-    """Best-of-``repeats`` mean seconds per call of ``fn`` over ``args``."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for a in args:
-            fn(a)
-        best = min(best, (time.perf_counter() - t0) / len(args))
-    return best
 
 
 def bench_kinematics(n: int = 500, seed: int = 0) -> dict[str, Any]:
@@ -42,8 +34,8 @@ def bench_kinematics(n: int = 500, seed: int = 0) -> dict[str, Any]:
     q = rng.uniform(-np.pi, np.pi, size=(n, 6))
     q[:, 4] = rng.choice([-1.0, 1.0], n) * rng.uniform(0.3, np.pi - 0.3, n)
     poses = [kin.forward(qi) for qi in q]
-    fk = _time_calls(kin.forward, list(q))
-    ik = _time_calls(lambda p: kin.inverse(p, q_near=np.zeros(6)), poses)
+    fk = best_mean_per_call(kin.forward, list(q))
+    ik = best_mean_per_call(lambda p: kin.inverse(p, q_near=np.zeros(6)), poses)
     worst = max(
         float(np.abs(kin.forward_matrix(kin.inverse(p)) - kin.forward_matrix(qi)).max()) for p, qi in zip(poses, q)
     )
@@ -59,11 +51,10 @@ def bench_campaign(moves: int = 100) -> dict[str, Any]:
     envelope.check_plan(plan, speed=config.speed, accel=config.accel)
     clock = SimClock()
     robot = SimRobot(clock=clock, envelope=envelope)
-    t0 = time.perf_counter()
-    with robot:
+    with Stopwatch() as sw, robot:
         for i in range(moves):
             robot.move_linear(plan[i % len(plan)].pose, config.speed, config.accel)
-    wall = time.perf_counter() - t0
+    wall = sw.wall_s
     durations = [r.duration for r in robot.move_log]
     return {
         "moves": moves,
@@ -87,11 +78,7 @@ def run(out: Path = DEFAULT_OUT) -> dict[str, Any]:
         "kinematics": bench_kinematics(),
         "campaign": bench_campaign(),
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    write_json(out, results)
     return results
 
 

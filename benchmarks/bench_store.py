@@ -16,10 +16,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,31 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from acquisition.store import CaptureStore, _files  # noqa: E402
+from benchmarks.timing import Sample, Stopwatch, summary_ms, time_repeated, write_json  # noqa: E402
 from cell.campaign import run_campaign  # noqa: E402
 from cell.cell_factory import load_campaign_file, load_cell  # noqa: E402
 from cell.commands.capture import campaign_identity  # noqa: E402
 
 
-def _ms(values: list[tuple[float, float]]) -> dict[str, float]:
+def _ms(values: list[Sample]) -> dict[str, float | int]:
     """Wall and CPU (process) milliseconds: on a shared, loaded machine the CPU time is the stable number."""
-    wall = [w for w, _ in values]
-    cpu = [c for _, c in values]
-    return {
-        "mean_ms": 1e3 * statistics.fmean(wall),
-        "median_ms": 1e3 * statistics.median(wall),
-        "max_ms": 1e3 * max(wall),
-        "cpu_median_ms": 1e3 * statistics.median(cpu),
-        "n": len(values),
-    }
-
-
-class _Timer:
-    def __enter__(self) -> "_Timer":
-        self.w, self.c = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sample = (time.perf_counter() - self.w, time.process_time() - self.c)
+    return summary_ms(values, ("mean", "median", "max", "cpu_median"))
 
 
 def bench_writes(n: int, tmp: Path) -> dict:
@@ -64,27 +46,26 @@ def bench_writes(n: int, tmp: Path) -> dict:
         cell.robot.move_linear(plan[0].pose, plan_cfg.speed, plan_cfg.accel)
         frame = cell.camera.capture()
     mask = np.asarray(frame.extra["sim_mask"], dtype=bool)
-    encode, plain, with_mask, mask_edit = [], [], [], []
-    for _ in range(n):
-        with _Timer() as t:
-            _files.encode_png(frame.pixels, frame.pixel_format, 1)
-        encode.append(t.sample)
+    encode = time_repeated(lambda: _files.encode_png(frame.pixels, frame.pixel_format, 1), n)
+    plain: list[Sample] = []
+    with_mask: list[Sample] = []
+    mask_edit: list[Sample] = []
     with CaptureStore(tmp / "writes", create=True) as store:
         store.start_campaign("bench", {})
         pose = plan[0].pose
         for i in range(n):
-            with _Timer() as t:
+            with Stopwatch() as t:
                 store.add_capture("bench", "p1", f"a{i}", frame, pose, pose, np.zeros(6))
             plain.append(t.sample)
         for i in range(n):
-            with _Timer() as t:
+            with Stopwatch() as t:
                 rec = store.add_capture("bench", "p2", f"b{i}", frame, pose, pose, np.zeros(6),
                                         mask=mask, defect_type="combined", mask_source="sim")
             with_mask.append(t.sample)
         edit = mask.copy()
         for i in range(n):
             edit[100 + i, 100:400] = True
-            with _Timer() as t:
+            with Stopwatch() as t:
                 store.set_mask(rec.id, edit, "combined", "human")
             mask_edit.append(t.sample)
         image_bytes = store.image_path(rec).stat().st_size
@@ -102,14 +83,13 @@ def bench_campaign(parts: int, tmp: Path) -> dict:
     cell = load_cell(REPO / "configs" / "cells" / "sim.yaml")
     campaign_file = load_campaign_file(REPO / "configs" / "campaigns" / "sheet_raster.yaml")
     plan = cell.plan(campaign_file.plan)
-    cpu0 = time.process_time()
-    with CaptureStore(tmp / "campaign", create=True) as store, cell:
+    with Stopwatch() as sw, CaptureStore(tmp / "campaign", create=True) as store, cell:
         summary = run_campaign(
             cell.robot, cell.camera, store, plan, parts, campaign="bench", envelope=cell.envelope,
             speed=campaign_file.plan.speed, accel=campaign_file.plan.accel, on_new_part=cell.on_new_part,
             config=campaign_identity(cell, campaign_file), sim_clock=cell.clock.now,
         )
-    cpu_s = time.process_time() - cpu0
+    cpu_s = sw.cpu_s
     return {
         "parts": parts,
         "cpu_s": cpu_s,
@@ -140,8 +120,7 @@ def main() -> int:
             "store_writes": bench_writes(args.writes, tmp),
             "campaign": bench_campaign(args.parts, tmp),
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
     return 0

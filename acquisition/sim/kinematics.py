@@ -45,6 +45,13 @@ UR5_DH = DHParameters(
 #: Joint limits of the UR5: every joint turns +-360 degrees.
 UR5_JOINT_LIMIT = 2.0 * np.pi
 
+#: Joint angles (rad) of the default home: TCP 0.50 m above the default part centre (0, -0.45, 0) m
+#: (the simulated scene's nominal sheet placement), tool pointing down, elbow up. The simulated robot
+#: and the fake UR controller both start here (and configs/cells/sim.yaml repeats it).
+UR5_HOME_JOINTS: tuple[float, float, float, float, float, float] = (
+    1.3258, -1.6744, 1.4939, -1.3903, -1.5708, 2.8966
+)
+
 
 def _as_joint_array(q: Sequence[float] | np.ndarray, name: str = "q") -> np.ndarray:
     arr = np.asarray(q, dtype=float)
@@ -118,6 +125,30 @@ def fast_matrix_to_pose(m: np.ndarray) -> np.ndarray:
     return out
 
 
+def flange_matrix(q: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Flange transform (4, 4) in the base frame (metres) for one joint vector ``q`` (6,) in radians.
+
+    The compiled forward kinematics of ``ur-analytic-ik``: the :data:`UR5_DH` model (checked against
+    :func:`dh_forward_matrices` in the tests), about 15x faster for a single joint vector. No input checks.
+    """
+    return np.asarray(ur_analytic_ik.ur5.forward_kinematics(*(float(v) for v in q)))
+
+
+def interpolate_pose_matrix(
+    start_m: np.ndarray, target_m: np.ndarray, relative_rotvec: np.ndarray, s: float
+) -> np.ndarray:
+    """Pose matrix (4, 4) at fraction ``s`` in [0, 1] of the straight path from ``start_m`` to ``target_m``.
+
+    The position (metres) is interpolated linearly, the orientation by slerp: ``relative_rotvec`` (3,)
+    radians is ``log(R_start^T R_target)`` as a rotation vector, computed once per path by the caller.
+    """
+    out = np.eye(4)
+    out[:3, 3] = (1.0 - s) * start_m[:3, 3] + s * target_m[:3, 3]
+    step = fast_pose_to_matrix(np.concatenate([np.zeros(3), s * relative_rotvec]))
+    out[:3, :3] = start_m[:3, :3] @ step[:3, :3]
+    return out
+
+
 def dh_forward_matrices(q: np.ndarray, dh: DHParameters = UR5_DH) -> np.ndarray:
     """Flange transforms in the base frame for joint vectors ``q`` (..., 6) -> (..., 4, 4)."""
     q = np.asarray(q, dtype=float)
@@ -170,8 +201,7 @@ class UR5Kinematics:
         """TCP transform(s) in the base frame: ``q`` (6,) or (N, 6) -> (4, 4) or (N, 4, 4)."""
         q = _as_joint_array(q)
         if q.shape == (6,):
-            # the compiled solver's forward kinematics is the same DH model (checked in the tests), 15x faster
-            return ur_analytic_ik.ur5.forward_kinematics(*(float(v) for v in q)) @ self._T_flange_tcp
+            return flange_matrix(q) @ self._T_flange_tcp
         return dh_forward_matrices(q, self.dh) @ self._T_flange_tcp
 
     def forward(self, q: Sequence[float] | np.ndarray) -> np.ndarray:

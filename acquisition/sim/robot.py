@@ -33,11 +33,13 @@ from acquisition.errors import ConnectionLost, MotionFailed, ProtectiveStop, Unr
 from acquisition.robot import RobotStatus, trapezoid_duration
 from acquisition.sim.clock import SimClock
 from acquisition.sim.kinematics import (
+    UR5_HOME_JOINTS,
     UR5_JOINT_LIMIT,
     UR5Kinematics,
     fast_matrix_to_pose,
     fast_matrix_to_rotvec,
     fast_pose_to_matrix,
+    interpolate_pose_matrix,
 )
 
 #: UR robot modes and safety modes reported by :meth:`SimRobot.status`.
@@ -45,12 +47,6 @@ ROBOT_MODE_DISCONNECTED = 0
 ROBOT_MODE_RUNNING = 7
 SAFETY_MODE_NORMAL = 1
 SAFETY_MODE_PROTECTIVE_STOP = 3
-
-#: Joint angles (rad) of the default home: TCP 0.50 m above the default part centre (0, -0.45, 0) m
-#: (the simulated scene's nominal sheet placement), tool pointing down, elbow up.
-UR5_HOME_JOINTS: tuple[float, float, float, float, float, float] = (
-    1.3258, -1.6744, 1.4939, -1.3903, -1.5708, 2.8966
-)
 
 FaultKind = Literal["protective_stop", "connection_lost", "unreachable"]
 _FAULT_KINDS: tuple[str, ...] = ("protective_stop", "connection_lost", "unreachable")
@@ -361,7 +357,7 @@ class SimRobot:
         joints[0] = self._q
         shown = ", ".join(f"{v:.4f}" for v in target)
         for i in range(1, n + 1):
-            point = _interpolate(start_m, target_m, relative, fractions[i])
+            point = interpolate_pose_matrix(start_m, target_m, relative, fractions[i])
             pose = fast_matrix_to_pose(point)
             if self.envelope is not None:
                 self.envelope.check_pose(pose, label=f"move_linear path point {i}/{n}")
@@ -406,7 +402,7 @@ class SimRobot:
             start_m = fast_pose_to_matrix(self.kinematics.forward(qs[0]))
             target_m = fast_pose_to_matrix(trajectory.target_pose)
             relative = fast_matrix_to_rotvec(start_m[:3, :3].T @ target_m[:3, :3])
-            pose = fast_matrix_to_pose(_interpolate(start_m, target_m, relative, fraction))
+            pose = fast_matrix_to_pose(interpolate_pose_matrix(start_m, target_m, relative, fraction))
             q = self.kinematics.inverse(pose, q_near=q)
         return q
 
@@ -489,15 +485,6 @@ class SimRobot:
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def _interpolate(start_m: np.ndarray, target_m: np.ndarray, relative_rotvec: np.ndarray, s: float) -> np.ndarray:
-    """Pose matrix at fraction ``s``: position linearly, orientation by slerp (``relative_rotvec`` = log(R0^T R1))."""
-    out = np.eye(4)
-    out[:3, 3] = (1.0 - s) * start_m[:3, 3] + s * target_m[:3, 3]
-    step = fast_pose_to_matrix(np.concatenate([np.zeros(3), s * relative_rotvec]))
-    out[:3, :3] = start_m[:3, :3] @ step[:3, :3]
-    return out
-
-
 def _finite_vector(values: Sequence[float], name: str) -> np.ndarray:
     arr = np.asarray(values, dtype=float)
     if arr.shape != (6,):

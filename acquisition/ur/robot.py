@@ -150,8 +150,9 @@ class URRobot:
         """
         if self._control is not None:
             return
-        if self._receive is None:
-            self._connect_base()
+        just_probed = self._receive is None
+        if just_probed:
+            self._connect_base()  # probes the ports first
         self._check_fresh()
         r = self._receive
         if r.isEmergencyStopped() or int(r.getSafetyMode()) in _EMERGENCY_SAFETY_MODES:
@@ -161,7 +162,7 @@ class URRobot:
         if r.isProtectiveStopped():
             raise ProtectiveStop(f"UR controller {self.host}: in protective stop, the control script cannot start; "
                                  f"recover() unlocks it")
-        self._connect_control()
+        self._connect_control(probe=not just_probed)
 
     def _connect_base(self) -> None:
         """Probe, then the dashboard and the receive interface (state only, no control script)."""
@@ -185,13 +186,18 @@ class URRobot:
                 raise ConnectionLost(f"UR controller {cfg.host}: connected but no RTDE data arrives")
             time.sleep(0.01)
 
-    def _connect_control(self) -> None:
-        """Upload ur_rtde's control script (control interface) and open the I/O interface."""
+    def _connect_control(self, probe: bool = True) -> None:
+        """Upload ur_rtde's control script (control interface) and open the I/O interface.
+
+        ``probe``: probe the ports first (ur_rtde's constructor cannot time out); False only right after
+        :meth:`_connect_base` probed them within the same call.
+        """
         cfg = self.config
         rtde_control, _, rtde_io, _ = _import_ur_rtde()
         freq = float(cfg.frequency_hz) if cfg.frequency_hz else -1.0
-        try:
+        if probe:
             probe_controller(cfg.host, cfg.connect_timeout_s)
+        try:
             self._control = rtde_control.RTDEControlInterface(cfg.host, freq)
             self._io = rtde_io.RTDEIOInterface(cfg.host)
         except RuntimeError as exc:

@@ -92,3 +92,25 @@ def test_register_handshake_and_timed_linear_motion():
     m.int_in[0] = 0
     m.tick(dt)
     assert m.int_out[0] == SCRIPT_READY
+
+
+def test_fake_uses_the_sim_kinematics_and_home():
+    """The fake starts at the sim robot's home and its FK and linear-path poses are the sim's."""
+    from acquisition.sim.kinematics import UR5Kinematics, interpolate_pose_matrix
+    from acquisition.sim.robot import SimRobotConfig
+    from acquisition.ur.fake_controller.motion import LinearPath, forward
+    from calibration.transforms import matrix_to_rotvec, pose_to_matrix
+
+    m = RobotModel()
+    assert m.q.tolist() == list(SimRobotConfig().home_joints)
+    tcp = np.array([0.01, -0.02, 0.05, 0.1, 0.0, -0.2])
+    kin = UR5Kinematics(tcp_offset=tcp)
+    rng = np.random.default_rng(0)
+    for q in rng.uniform(-np.pi, np.pi, (20, 6)):
+        assert np.abs(forward(q, pose_to_matrix(tcp)) - kin.forward_matrix(q)).max() < 1e-12
+    T0, T1 = forward(m.q, np.eye(4)), forward(m.q + 0.2, np.eye(4))
+    path = LinearPath(T0, T1, lambda T, q: None)
+    w = matrix_to_rotvec(T0[:3, :3].T @ T1[:3, :3])
+    for f in (0.0, 0.3, 1.0):
+        assert np.abs(path.matrix_at(f * path.length) - interpolate_pose_matrix(T0, T1, w, f)).max() < 1e-12
+    assert np.abs(path.matrix_at(path.length) - T1).max() < 1e-12

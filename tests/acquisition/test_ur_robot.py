@@ -165,6 +165,35 @@ def test_envelope_violation_sends_nothing(fake):
         assert np.allclose(after["q"], before["q"])
 
 
+def _count_probes(monkeypatch) -> list[str]:
+    """Wrap URRobot's port probe so that each call records its host (the probe itself still runs)."""
+    import acquisition.ur.robot as ur_robot
+
+    calls: list[str] = []
+    real = ur_robot.probe_controller
+
+    def counting(host: str, timeout_s: float = 2.0) -> None:
+        calls.append(host)
+        real(host, timeout_s)
+
+    monkeypatch.setattr(ur_robot, "probe_controller", counting)
+    return calls
+
+
+def test_fresh_connect_probes_the_ports_once(fake, monkeypatch):
+    calls = _count_probes(monkeypatch)
+    with URRobot(URRobotConfig(host=fake.host), envelope=CELL_ENVELOPE) as rob:
+        assert rob.status().ok
+        assert calls == [fake.host]
+        rob.connect()  # already connected: a no-op
+        assert calls == [fake.host]
+    host = free_loopback_host()
+    with pytest.raises(ConnectionLost, match=rf"{host}.*30004.*refused") as err:
+        URRobot(URRobotConfig(host=host, connect_timeout_s=1.0)).connect()
+    assert "\n" not in str(err.value)
+    assert calls == [fake.host, host]
+
+
 def test_digital_output_set_and_read_back_and_input(robot, fake):
     robot.set_digital_output(3, True)
     assert robot.digital_output(3) is True

@@ -3,6 +3,21 @@
 A :class:`Motion` moves a scalar ``s`` from 0 to ``length`` (metres for linear moves, radians of the
 leading joint for joint moves) with speed limit ``speed`` and acceleration ``accel``; ``stop(decel)``
 brakes along the same path. :class:`LinearPath` and :class:`JointPath` map ``s`` to a joint vector.
+
+Forward kinematics and the straight-line pose interpolation are those of the simulated UR5
+(:mod:`acquisition.sim.kinematics`). What stays here differs from the simulation on purpose:
+
+* :class:`Motion` integrates the speed profile tick by tick at the controller rate, so that a move can
+  be braked along its path at any tick (``stopL``/``stopJ`` with their deceleration, protective stop);
+  the simulation evaluates the closed-form trapezoid of the whole move
+  (:func:`acquisition.sim.robot.trapezoid_position`) and an interrupted sim move halts where that
+  profile is at the instant, without braking;
+* :func:`inverse` mimics URScript's ``get_inverse_kin(pose, qnear)``: it keeps every finite closed-form
+  branch, moves each joint to the copy nearest ``q_near`` with no joint-limit check and no forward
+  verification, and returns None when there is none; :meth:`UR5Kinematics.inverse` drops branches that
+  miss the pose by more than 1e-8, keeps joints within +-2 pi, and raises ``UnreachablePose``;
+* :func:`inverse_near` (Newton steps that stay on the current arm configuration along a linear path) has
+  no counterpart in the simulation, which plans whole paths with the closed-form solver ahead of time.
 """
 from __future__ import annotations
 
@@ -12,13 +27,13 @@ from typing import Callable, Optional
 import numpy as np
 import ur_analytic_ik
 
-from calibration.transforms import matrix_to_rotvec, pose_to_matrix, rotvec_to_matrix
-
+from acquisition.sim.kinematics import flange_matrix, interpolate_pose_matrix
+from calibration.transforms import matrix_to_rotvec, pose_to_matrix
 
 
 def forward(q: np.ndarray, T_flange_tcp: np.ndarray) -> np.ndarray:
-    """Base -> TCP homogeneous matrix (4, 4) of the UR5 at joints ``q`` (6,) rad."""
-    return np.asarray(ur_analytic_ik.ur5.forward_kinematics(*[float(v) for v in q])) @ T_flange_tcp
+    """Base -> TCP homogeneous matrix (4, 4) of the UR5 at joints ``q`` (6,) rad (metres)."""
+    return flange_matrix(q) @ T_flange_tcp
 
 
 def inverse(T_base_tcp: np.ndarray, T_flange_tcp: np.ndarray, q_near: np.ndarray) -> Optional[np.ndarray]:
@@ -130,20 +145,17 @@ class LinearPath:
     """
 
     def __init__(self, T0: np.ndarray, T1: np.ndarray, solve: Callable[[np.ndarray, np.ndarray], Optional[np.ndarray]]) -> None:
-        self.p0 = T0[:3, 3].copy()
-        self.dp = T1[:3, 3] - self.p0
-        self.R0 = T0[:3, :3].copy()
-        self.w = matrix_to_rotvec(self.R0.T @ T1[:3, :3])
-        lin = float(np.linalg.norm(self.dp))
+        self.T0 = T0.copy()
+        self.T1 = T1.copy()
+        self.w = matrix_to_rotvec(T0[:3, :3].T @ T1[:3, :3])
+        lin = float(np.linalg.norm(T1[:3, 3] - T0[:3, 3]))
         self.length = lin if lin > 1e-6 else float(np.linalg.norm(self.w))
         self.solve = solve
 
     def matrix_at(self, s: float) -> np.ndarray:
+        """TCP matrix (4, 4) after ``s`` (metres, or radians for a pure rotation) along the path."""
         f = 1.0 if self.length <= 0 else s / self.length
-        T = np.eye(4)
-        T[:3, :3] = self.R0 @ rotvec_to_matrix(self.w * f)
-        T[:3, 3] = self.p0 + self.dp * f
-        return T
+        return interpolate_pose_matrix(self.T0, self.T1, self.w, f)
 
     def joints_at(self, s: float, q_now: np.ndarray) -> Optional[np.ndarray]:
         return self.solve(self.matrix_at(s), q_now)

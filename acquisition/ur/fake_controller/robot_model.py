@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from acquisition.sim.kinematics import UR5_HOME_JOINTS
 from acquisition.ur.fake_controller.motion import (
     JointPath,
     LinearPath,
@@ -64,9 +65,10 @@ SAFETY_BIT_ESTOPPED = 1 << 7
 ROBOT_BIT_POWER_ON = 1 << 0
 ROBOT_BIT_PROGRAM_RUNNING = 1 << 1
 
-#: Joints the fake starts at: those of configs/cells/sim.yaml (TCP 0.50 m above the nominal sheet centre
-#: (0, -0.45, 0) m of the simulated cell, tool pointing down), so sim plans run unchanged on the fake.
-HOME_Q = np.array([1.3258, -1.6744, 1.4939, -1.3903, -1.5708, 2.8966])
+#: Joints the fake starts at (rad): the simulated UR5's home, as in configs/cells/sim.yaml (TCP 0.50 m
+#: above the nominal sheet centre (0, -0.45, 0) m of the simulated cell, tool pointing down), so sim
+#: plans run unchanged on the fake.
+HOME_Q = np.array(UR5_HOME_JOINTS)
 
 PROTECTIVE_STOP_DECEL = 20.0  # a protective stop halts within a few ms
 
