@@ -28,8 +28,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The cell's CPU benchmarks (results in benchmarks/results/); the detector benchmark needs a dataset and
+# is run per method: python -m benchmarks.bench_detectors --method M --dataset ../shared/data/bottle
+CELL_BENCHMARKS = render store robot calibration hardware labelling
+
 benchmark: $(STAMP)
-	$(BIN)/python -m benchmarks.run_all
+	set -e; for b in $(CELL_BENCHMARKS); do echo "== bench_$$b"; $(BIN)/python -m benchmarks.bench_$$b; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

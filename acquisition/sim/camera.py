@@ -354,7 +354,7 @@ class SimCamera:
         result = self._renderer.render(surface, T_base_cam, color, self.scene.table_rgb)
         h, w = result.image.shape[:2]
         if result.labels is not None and result.label_rect is not None:
-            mask = cv2.compare(result.labels, 0, cv2.CMP_GT).view(bool)
+            mask = result.labels > 0  # a real bool array (a .view(bool) of 0/255 would hold 255 bytes)
             x0, y0, x1, y1 = result.label_rect
             counts = np.bincount(result.labels[y0:y1, x0:x1].ravel(), minlength=256)
             kinds = sorted({surface.label_kinds[int(k)] for k in np.flatnonzero(counts[1:]) + 1 if int(k) in surface.label_kinds})

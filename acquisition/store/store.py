@@ -135,8 +135,13 @@ def _mask_payload(labels: np.ndarray, types: Sequence[str], empty_type: str, wha
 
 
 def _binary_labels(mask: np.ndarray) -> np.ndarray:
-    """A (H, W) bool mask as a one-type label map: (H, W) uint8, 1 on the mask."""
-    return np.asarray(mask).astype(bool).view(np.uint8)
+    """A (H, W) mask (bool, or integers where non-zero = defect) as a one-type label map: (H, W) uint8, 1 on
+    the mask. Compares bytes, so a bool array made by ``.view(bool)`` of a 0/255 image (whose True bytes are
+    255) still gives 0/1."""
+    arr = np.asarray(mask)
+    if arr.dtype == bool:
+        arr = arr.view(np.uint8)
+    return np.not_equal(arr, 0).view(np.uint8)
 
 
 def _row_types(row: sqlite3.Row) -> tuple[str, ...]:

@@ -67,7 +67,8 @@ def carry_mask(
     The mask must have the camera model's size. Pixels whose ray misses the source image stay False.
     Returns (H, W) bool (nearest-neighbour sampling: no grey edges).
     """
-    return carry_labels(np.asarray(mask).astype(bool).view(np.uint8), geometry, src_tcp_pose, dst_tcp_pose).view(bool)
+    labels = np.not_equal(np.asarray(mask), 0).view(np.uint8)  # 0/1 even for a .view(bool) of a 0/255 image
+    return carry_labels(labels, geometry, src_tcp_pose, dst_tcp_pose).view(bool)
 
 
 def carry_labels(

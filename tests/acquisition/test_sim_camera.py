@@ -164,6 +164,7 @@ def test_the_mask_covers_each_defects_projection(robot):
         frame = cam.capture()
     mask = frame.extra["sim_mask"]
     assert mask.dtype == bool and mask.shape == (256, 320)
+    assert mask.any() and set(np.unique(mask.view(np.uint8))) == {0, 1}  # real bools, not a view of 0/255
     # independent truth: intersect every pixel's ray with the part plane and look up the label map
     model = cam.camera_model
     v, u = np.mgrid[0:256, 0:320]

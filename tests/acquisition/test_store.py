@@ -181,6 +181,18 @@ def test_masks_exact_with_revisions(store: CaptureStore) -> None:
     assert store.verify().ok
 
 
+def test_a_bool_mask_viewed_from_a_0_255_image_is_stored_as_one_type(store: CaptureStore) -> None:
+    image = np.zeros((H, W), np.uint8)
+    image[3:7, 4:12] = 255
+    mask = image.view(bool)  # True bytes are 255: the store must still see a one-type 0/1 label map
+    rec = add(store, "p1", "a", mask=mask, defect_type="nut", mask_source="sim")
+    labels, types, _ = store.mask_labels(rec.id)
+    assert types == ["nut"] and set(np.unique(labels)) == {0, 1}
+    assert store.mask_info(rec.id).area_px == 32
+    assert store.set_mask(rec.id, mask, "nut", "human") == 2
+    assert np.array_equal(store.get_mask(rec.id)[0], image > 0)
+
+
 def test_mask_revision_conflict_between_two_store_handles(tmp_path: Path) -> None:
     with CaptureStore(tmp_path / "ds", create=True) as a:
         a.start_campaign("c1", {})
