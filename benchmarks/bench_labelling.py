@@ -51,10 +51,20 @@ def _get(conn: http.client.HTTPConnection, path: str, body: dict | None = None) 
     return data
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low`` (a clear usage error otherwise)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--edits", type=int, default=20)
-    parser.add_argument("--poses", type=int, default=4)
+    parser.add_argument("--edits", type=_at_least(1), default=20, help="mask edits to time")
+    parser.add_argument("--poses", type=_at_least(2), default=4, help="poses of the sim part (carry-over needs 2)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "labelling.json")
     args = parser.parse_args()
 
