@@ -18,12 +18,11 @@ import numpy as np
 
 from cell.datasets import LabelledImage, open_images
 from cell.errors import CellError
-from cell.model_input import InputSpec, score_capture, working_mask
+from cell.model_input import score_capture, working_mask
 from cell.overlays import heatmap_overlay, write_png
 from cell.report import write_eval_report
-from cell.training import load_threshold
+from cell.training import load_trained_model
 from detectors.metrics import evaluate
-from detectors.model_io import load_detector
 
 Progress = Callable[[int, int, str], None]
 
@@ -80,9 +79,8 @@ def evaluate_model(
     scores.csv, roc.png, overlays/*.png and report.html. Returns the metrics dict.
     ``device``: where the model runs (``auto``, ``cpu``, ``cuda[:N]``), whatever it was trained on."""
     model_dir, out = Path(model_dir), Path(out)
-    detector = load_detector(model_dir, device=device)
-    spec = InputSpec.load(model_dir)
-    threshold = load_threshold(model_dir)
+    model = load_trained_model(model_dir, device=device)
+    detector, spec, threshold = model.detector, model.spec, model.threshold
     image_size = int(detector.config.image_size)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

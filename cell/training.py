@@ -17,6 +17,7 @@ half-written model.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import shutil
 import time
 from pathlib import Path
@@ -243,3 +244,32 @@ def load_threshold(model_dir: str | Path) -> ThresholdDecision:
         return ThresholdDecision.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except json.JSONDecodeError as exc:
         raise CellError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model directory written by :func:`train_model`, loaded for scoring: the detector (on its device),
+    the input spec (``input.json``) and the decision threshold (``threshold.json`` or an override)."""
+
+    directory: Path
+    detector: Any
+    spec: InputSpec
+    threshold: ThresholdDecision
+
+
+def load_trained_model(
+    model_dir: str | Path, device: str = "auto", threshold_override: Optional[float] = None
+) -> TrainedModel:
+    """Load ``model_dir`` for ``cell eval`` / ``cell inspect`` / review mode. ``device``: where the model runs
+    (``auto``, ``cpu``, ``cuda[:N]``), whatever it was trained on. ``threshold_override``: a manual threshold
+    instead of ``threshold.json`` (which then need not exist). Errors name the file that is wrong."""
+    from detectors.model_io import load_detector
+
+    directory = Path(model_dir)
+    detector = load_detector(directory, device=device)
+    spec = InputSpec.load(directory)
+    threshold = (
+        ThresholdDecision(value=float(threshold_override), policy="manual")
+        if threshold_override is not None else load_threshold(directory)
+    )
+    return TrainedModel(directory, detector, spec, threshold)

@@ -20,10 +20,7 @@ from acquisition.store import CaptureStore
 from cell.cell_factory import Cell, load_campaign_file, load_cell
 from cell.inspection import InspectConfig, InspectionSummary, PartResult, run_inspection
 from cell.line_signal import SignalConfig, make_signal
-from cell.model_input import InputSpec
-from cell.training import load_threshold
-from detectors.model_io import load_detector
-from detectors.thresholds import ThresholdDecision
+from cell.training import load_trained_model
 
 EXIT_PART_ERRORS = 3
 
@@ -67,12 +64,8 @@ def inspect_on_cell(
     """Load everything, then run the loop (shared by ``cell inspect`` and ``cell demo``).
 
     ``device``: where the model runs (``auto``: a GPU when there is one), whatever it was trained on."""
-    detector = load_detector(model_dir, device=device)
-    spec = InputSpec.load(model_dir)
-    threshold = (
-        ThresholdDecision(value=threshold_override, policy="manual")
-        if threshold_override is not None else load_threshold(model_dir)
-    )
+    model = load_trained_model(model_dir, device=device, threshold_override=threshold_override)
+    detector, spec, threshold = model.detector, model.spec, model.threshold
     campaign_file = load_campaign_file(campaign_path)
     campaign = name or f"inspect-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     plan = cell.plan(campaign_file.plan)

@@ -98,14 +98,11 @@ class DetectorScoreProvider:
     """
 
     def __init__(self, model_dir: str | Path) -> None:
-        from cell.model_input import InputSpec
-        from cell.training import load_threshold
-        from detectors.model_io import load_detector
+        from cell.training import load_trained_model
 
-        self.model_dir = Path(model_dir)
-        self.detector = load_detector(self.model_dir, device="auto")
-        self.spec = InputSpec.load(self.model_dir)
-        self.threshold = float(load_threshold(self.model_dir).value)
+        model = load_trained_model(model_dir, device="auto")
+        self.model_dir = model.directory
+        self.detector, self.spec, self.threshold = model.detector, model.spec, float(model.threshold.value)
         self.name = f"{getattr(self.detector, 'name', 'model')} ({self.model_dir.name})"
 
     def anomaly_map(self, image: np.ndarray) -> np.ndarray:

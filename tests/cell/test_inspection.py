@@ -127,8 +127,11 @@ def test_cell_inspect_takes_camera_timeout_and_retries_from_the_cell_file(tmp_pa
     cell = small_cell(seed=1)
     cell.config = cell.config.model_copy(update={"capture": CaptureSettings(timeout_s=0.7, camera_retries=0)})
     seen = {}
-    monkeypatch.setattr(inspect_command, "load_detector", lambda *args, **kwargs: LocalContrastDetector())
-    monkeypatch.setattr(inspect_command.InputSpec, "load", staticmethod(lambda directory: InputSpec(mode="tile")))
+    from cell.training import TrainedModel
+    from detectors.thresholds import ThresholdDecision
+
+    monkeypatch.setattr(inspect_command, "load_trained_model", lambda directory, **kwargs: TrainedModel(
+        directory, LocalContrastDetector(), InputSpec(mode="tile"), ThresholdDecision(value=1.0, policy="manual")))
     monkeypatch.setattr(inspect_command, "run_inspection", lambda **kwargs: seen.update(kwargs["config"].model_dump()))
     inspect_command.inspect_on_cell(
         cell=cell, campaign_path=Path(DEMO_CAMPAIGN), model_dir=tmp_path / "model", store_path=tmp_path / "store",
