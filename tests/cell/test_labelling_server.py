@@ -477,9 +477,11 @@ def test_review_ranks_the_largest_disagreement_first(served):
             break
         time.sleep(0.05)
     ranking = review["ranking"]
-    assert review["error"] is None and len(ranking) == 6
-    assert ranking[0]["capture_id"] == marked and ranking[0]["false_positive_px"] == 20 * 30
-    assert ranking[1]["capture_id"] == other and ranking[1]["false_negative_px"] == 29
+    # (the whole status in the messages: this test failed once under load, not reproduced since)
+    assert not review["running"], f"scoring still running after 60 s: {review}"
+    assert review["error"] is None and len(ranking) == 6, review
+    assert ranking[0]["capture_id"] == marked and ranking[0]["false_positive_px"] == 20 * 30, review
+    assert ranking[1]["capture_id"] == other and ranking[1]["false_negative_px"] == 29, review
     assert ranking[-1]["total_px"] == 0
     status, pred = request(server, "GET", f"/api/captures/{marked}/prediction")
     assert decode_patch(pred["mask"], (H, W)).sum() == 600
