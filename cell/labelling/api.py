@@ -669,17 +669,20 @@ class LabellingApp:
     def review_status(self) -> dict[str, Any]:
         """Ranking so far (largest disagreement first), with progress; masks edited since are re-compared."""
         provider = self._require_review()
+        # "running" first, then the snapshot: a snapshot taken after the thread ended is complete, so a reply
+        # saying "not running" never carries a partial ranking (the other order raced with the thread's end).
+        running = self._review_thread is not None and self._review_thread.is_alive()
+        items = list(self._review.values())
         records = {rec.id: rec for rec in self.store.captures()}
         infos = self.store.mask_infos()  # one query for every mask row, not one per ranked capture
         total = len(records)
         ranked = []
-        for item in rank_disagreements(list(self._review.values())):
+        for item in rank_disagreements(items):
             record = records.get(item.capture_id) or self.store.get_capture(item.capture_id)
             _, typed, _, _ = self._mask_entry_of(record, infos.get(record.id))
             fresh = disagreement(record.id, self.anomaly_map(record), provider.threshold, typed.mask) \
                 if self._maps.get(record.id) is not None else item
             ranked.append(fresh)
         ranked = rank_disagreements(ranked)
-        running = self._review_thread is not None and self._review_thread.is_alive()
-        return {"done": len(self._review), "total": total, "running": running, "error": self._review_error,
+        return {"done": len(items), "total": total, "running": running, "error": self._review_error,
                 "threshold": provider.threshold, "ranking": [d.as_dict() for d in ranked]}
