@@ -9,6 +9,7 @@ to the line and one live line on the console.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,10 @@ class InspectionSummary:
         return table
 
 
+class _NonFiniteScore(Exception):
+    """The model scored a pose NaN or infinite: the part's verdict is "error", never OK or NOK."""
+
+
 def _move_and_capture(robot: Any, camera: Any, pose: np.ndarray, speed: float, accel: float, config: InspectConfig):
     robot.move_linear(pose.tolist(), speed, accel)
     actual = np.asarray(robot.tcp_pose(), dtype=float)
@@ -116,10 +121,12 @@ def inspect_part(
             store_frame(store, campaign, part_id, planned, frame, pose, actual, joints,
                         calibration_id=calibration_id, extra_meta={"inspection": True})
             score, anomaly_map = score_capture(detector, frame.pixels, spec)
+            if not math.isfinite(score):  # e.g. a numerical overflow: never compared with the threshold
+                raise _NonFiniteScore(f"the model gave a non-finite score ({score}) for pose {planned.pose_id}")
             result.pose_scores[planned.pose_id] = score
             if config.heatmaps != "none":
                 maps[planned.pose_id] = (frame.pixels, anomaly_map)
-    except (RobotError, CameraError) as exc:
+    except (RobotError, CameraError, _NonFiniteScore) as exc:
         result.reason = f"{type(exc).__name__}: {exc}"
     else:
         result.worst_pose = max(result.pose_scores, key=result.pose_scores.get)  # type: ignore[arg-type]

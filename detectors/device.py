@@ -57,6 +57,8 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
         return None
     if choice == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if choice == "bf16" and not torch.cuda.is_bf16_supported():  # torch would silently fall back to float32
+        raise DetectorConfigError(f"${AUTOCAST_ENV}='bf16': this GPU has no bf16 support; use auto or fp16")
     return _AUTOCAST_CHOICES[choice]
 
 

@@ -29,7 +29,21 @@ class LocalContrastDetector:
         return Prediction(score=maps.reshape(len(maps), -1).max(axis=1), anomaly_map=maps)
 
 
-def run(tmp_path, parts, *, threshold=10.0, config=InspectConfig(), arm=None, defect_rate=0.5):
+class NaNAtSecondPoseDetector(LocalContrastDetector):
+    """Like LocalContrastDetector, but its second call returns NaN maps (a model that overflowed)."""
+
+    calls = 0
+
+    def predict(self, images):
+        prediction = super().predict(images)
+        NaNAtSecondPoseDetector.calls += 1
+        if NaNAtSecondPoseDetector.calls == 2:
+            prediction.anomaly_map[:] = np.nan
+            prediction.score[:] = np.nan
+        return prediction
+
+
+def run(tmp_path, parts, *, threshold=10.0, config=InspectConfig(), arm=None, defect_rate=0.5, detector=None):
     cell = small_cell(seed=1, defect_rate=defect_rate)
     campaign, plan = demo_plan(cell)
     with CaptureStore(tmp_path / "store", create=True) as store, cell:
@@ -38,7 +52,7 @@ def run(tmp_path, parts, *, threshold=10.0, config=InspectConfig(), arm=None, de
         summary = run_inspection(
             robot=cell.robot, camera=cell.camera, store=store, plan=plan, speed=campaign.plan.speed,
             accel=campaign.plan.accel, envelope=cell.envelope, parts=parts, campaign="line",
-            detector=LocalContrastDetector(), spec=InputSpec(mode="tile", scale=1.0),
+            detector=detector or LocalContrastDetector(), spec=InputSpec(mode="tile", scale=1.0),
             threshold=ThresholdDecision(threshold, "manual"), config=config, on_new_part=cell.on_new_part,
         )
         records = store.inspections()
@@ -83,6 +97,15 @@ def test_camera_timeouts_beyond_retries_are_an_error_not_ok(tmp_path):
     )
     assert summary.results[0].verdict == "error"
     assert "CameraTimeout" in summary.results[0].reason
+
+
+def test_a_non_finite_model_score_is_an_error_not_ok(tmp_path):
+    # NaN > threshold is False: compared as a number it would have passed the part as OK.
+    NaNAtSecondPoseDetector.calls = 0
+    summary, records, _, _ = run(tmp_path, parts=1, threshold=1e9, detector=NaNAtSecondPoseDetector())
+    result = summary.results[0]
+    assert result.verdict == "error" and records[0].verdict == "error"
+    assert "non-finite score (nan)" in result.reason
 
 
 def test_on_error_stop_ends_the_loop_at_the_first_error(tmp_path):

@@ -214,6 +214,12 @@ def test_autocast_dtype_override_is_checked(monkeypatch) -> None:
     monkeypatch.setenv(AUTOCAST_ENV, "fp16")
     assert autocast_dtype(torch.device("cpu")) is None  # no autocast off CUDA, whatever the variable says
     assert not grad_scaler(torch.device("cpu")).is_enabled()
+    monkeypatch.setenv(AUTOCAST_ENV, "bf16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    with pytest.raises(DetectorError, match=r"'bf16': this GPU has no bf16 support; use auto or fp16"):
+        autocast_dtype(torch.device("cuda"))
+    monkeypatch.setenv(AUTOCAST_ENV, "fp16")
+    assert autocast_dtype(torch.device("cuda")) == torch.float16
     monkeypatch.setenv(AUTOCAST_ENV, "fp8")
     with pytest.raises(DetectorError, match=r"\$CELL_AUTOCAST_DTYPE='fp8': use auto, bf16 or fp16"):
         autocast_dtype(torch.device("cpu"))
