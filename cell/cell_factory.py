@@ -172,6 +172,7 @@ class Cell:
     calibration: Optional[CalibrationFile] = None
     part_feed: PartFeedConfig = field(default_factory=PartFeedConfig)
     prompt: Callable[[str], Any] = input
+    camera_serial: Optional[str] = None  # the serial the cell file names; a calibration file must match it
 
     @property
     def calibration_id(self) -> Optional[str]:
@@ -243,7 +244,9 @@ class Cell:
         }
 
 
-def _calibration_path(config: CellConfig, source: str, override: Optional[Path]) -> Optional[Path]:
+def calibration_path(config: CellConfig, source: str, override: Optional[Path] = None) -> Optional[Path]:
+    """The calibration file in force for ``config`` read from ``source`` (relative paths are taken from the
+    cell file's folder), or ``override``; None when there is none."""
     path = override if override is not None else config.calibration
     if path is None:
         return None
@@ -305,14 +308,14 @@ def build_cell(
         serial = camera_cfg.serial_number
 
     calibration_file: Optional[CalibrationFile] = None
-    path = _calibration_path(config, source, calibration)
+    path = calibration_path(config, source, calibration)
     if path is not None:
         calibration_file = load_calibration(path, expected_serial=serial)
         camera_model, T_flange_cam = calibration_file.camera, calibration_file.T_flange_cam
     return Cell(
         config=config, source=source, robot=robot, camera=camera, envelope=config.envelope, scene=scene,
         clock=clock, camera_model=camera_model, T_flange_cam=T_flange_cam, calibration=calibration_file,
-        part_feed=config.part_feed,
+        part_feed=config.part_feed, camera_serial=serial,
     )
 
 

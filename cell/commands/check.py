@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import click
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from acquisition.errors import ConnectionLost, RobotError
 from acquisition.ur.robot import ROBOT_MODE_NAMES, SAFETY_MODE_NAMES
 from calibration.transforms import rotvec_to_matrix
-from cell.cell_factory import Cell, load_cell
+from cell.cell_factory import Cell, build_cell, calibration_path, load_cell_config
 from cell.config import read_yaml_mapping
 from cell.errors import ConfigFileError
 
@@ -26,15 +26,30 @@ from cell.errors import ConfigFileError
 DEVICE_SECTIONS = ("robot", "camera")
 
 
-def load_checked_cell(cell_path: Path) -> Cell:
-    """The cell of ``cell_path`` as :func:`cell.cell_factory.load_cell` builds it (devices not connected),
-    after checking that the file names both devices. Missing or non-mapping ``robot:`` / ``camera:``
-    sections, and everything the factory refuses, raise ConfigFileError naming the file and the key."""
+def load_checked_cell(cell_path: Path) -> tuple[Cell, Optional[Path]]:
+    """``(cell, calibration file or None)``: the cell of ``cell_path`` as :func:`cell.cell_factory.build_cell`
+    builds it (devices not connected) but without reading its calibration file, which
+    :func:`check_calibration` checks after the devices: a stale calibration (another camera, a first
+    commissioning) must not keep the robot and camera from being checked. Missing or non-mapping ``robot:`` /
+    ``camera:`` sections, and everything the factory refuses, raise ConfigFileError naming the file and key."""
     data = read_yaml_mapping(cell_path)
     for key in DEVICE_SECTIONS:
         if not isinstance(data.get(key), dict):
             raise ConfigFileError(f"{cell_path}: missing key '{key}' (a mapping with a 'backend')")
-    return load_cell(cell_path)
+    config = load_cell_config(cell_path)
+    calibration = calibration_path(config, str(cell_path))
+    return build_cell(config.model_copy(update={"calibration": None}), source=str(cell_path)), calibration
+
+
+def check_calibration(path: Path, camera_serial: Optional[str], echo=click.echo) -> None:
+    """Read the calibration file in force and check it belongs to the camera ``camera_serial``; prints its id.
+    Raises the calibration package's one-line error (file missing, corrupt, another camera's serial)."""
+    from calibration.calibration_file import load_calibration
+
+    calibration = load_calibration(path, expected_serial=camera_serial)
+    echo("calibration:")
+    echo(f"  file: {path}")
+    echo(f"  id: {calibration.calibration_id}")
 
 
 def format_pose_mm_deg(pose: np.ndarray) -> str:
@@ -102,7 +117,9 @@ def check_camera(camera: Any, echo=click.echo) -> dict[str, Any]:
 @click.option("--skip-camera", is_flag=True, help="check the robot only")
 def command(cell_path: Path, skip_robot: bool, skip_camera: bool) -> None:
     """Connect to the configured robot and camera, print their identity and state and a test frame."""
-    cell = load_checked_cell(cell_path)
+    if skip_robot and skip_camera:
+        raise click.UsageError("--skip-robot and --skip-camera together leave nothing to check")
+    cell, calibration = load_checked_cell(cell_path)
     if not skip_robot:
         check_robot(cell.robot)
     if not skip_camera:
@@ -114,4 +131,6 @@ def command(cell_path: Path, skip_robot: bool, skip_camera: bool) -> None:
                 cell.robot.close()
         else:
             check_camera(cell.camera)
+    if calibration is not None:
+        check_calibration(calibration, cell.camera_serial)
     click.echo("check: OK")

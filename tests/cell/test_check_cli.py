@@ -47,13 +47,13 @@ def _cell(tmp_path: Path, text: str) -> Path:
 
 def test_sim_cell_is_built_by_the_factory_and_checked(monkeypatch, capsys) -> None:
     built: list[str] = []
-    real_load = check.load_cell
+    real_build = check.build_cell
 
-    def spy(path, **kwargs):
-        built.append(str(path))
-        return real_load(path, **kwargs)
+    def spy(config, **kwargs):
+        built.append(kwargs["source"])
+        return real_build(config, **kwargs)
 
-    monkeypatch.setattr(check, "load_cell", spy)
+    monkeypatch.setattr(check, "build_cell", spy)
     assert main(["check", "--cell", str(SIM_CELL)]) == 0
     out = capsys.readouterr().out
     assert built == [str(SIM_CELL)]
@@ -97,10 +97,38 @@ def test_a_bad_cell_file_gets_the_factorys_one_line_error_before_any_connection(
     assert not no_connection
 
 
-def test_the_calibration_file_of_a_real_cell_is_checked_before_any_connection(tmp_path, capsys, no_connection) -> None:
-    """Before, only a simulated device made `cell check` read the cell's calibration file; capture always did."""
+def test_a_stale_calibration_fails_the_check_after_the_devices_were_checked(tmp_path, capsys, monkeypatch) -> None:
+    """A missing or foreign calibration file fails `cell check` (as it would fail `cell capture`), but only
+    after the robot and camera were checked: commissioning a cell must not need its calibration first."""
+    checked: list[str] = []
+    monkeypatch.setattr(check, "check_robot", lambda robot, echo=None: checked.append(type(robot).__name__))
     path = _cell(tmp_path, REAL_DEVICES + "calibration: calib.yaml\n")
     assert main(["check", "--cell", str(path), "--skip-camera"]) == 2
     err = capsys.readouterr().err
+    assert checked == ["URRobot"]
     assert err.startswith("error: ") and str(tmp_path / "calib.yaml") in err and err.count("\n") == 1
-    assert not no_connection
+
+
+def test_the_calibration_in_force_is_checked_and_named(tmp_path, capsys, monkeypatch) -> None:
+    from cell.commands.calibrate import command as calibrate_command
+
+    cli.add_command(calibrate_command)
+    monkeypatch.chdir(ROOT)  # calibrate's default --config is relative to the repository root
+    calib = tmp_path / "calib.yaml"
+    assert main(["calibrate", "--cell", str(SIM_CELL), "--views", "6", "--out", str(calib)]) == 0
+    calibrated_cell = _cell(tmp_path, SIM_CELL.read_text() + f"\ncalibration: {calib}\n")
+    capsys.readouterr()
+    assert main(["check", "--cell", str(calibrated_cell)]) == 0
+    out = capsys.readouterr().out
+    assert f"calibration:\n  file: {calib}\n  id: " in out and out.endswith("check: OK\n")
+    # the same file for another camera (the cell file names another serial) fails the check, after the devices
+    other = _cell(tmp_path, SIM_CELL.read_text().replace("serial: SIM00001", "serial: OTHER-CAM", 1)
+                  + f"\ncalibration: {calib}\n")
+    assert main(["check", "--cell", str(other)]) == 2
+    captured = capsys.readouterr()
+    assert "test frame:" in captured.out and captured.err.startswith("error: ") and "OTHER-CAM" in captured.err
+
+
+def test_both_skip_flags_leave_nothing_to_check(capsys) -> None:
+    assert main(["check", "--cell", str(SIM_CELL), "--skip-robot", "--skip-camera"]) == 2
+    assert "--skip-robot and --skip-camera together leave nothing to check" in capsys.readouterr().err
