@@ -116,6 +116,8 @@ def run_benchmark(
     dataset = Path(dataset)
     if not (dataset / "train" / "good").is_dir() or not (dataset / "test").is_dir():
         raise BenchmarkError(f"{dataset}: not an MVTec-layout folder (needs train/good and test/)")
+    if save_model is not None:  # checked now: a bad folder must not cost a whole training run
+        _check_writable_folder(Path(save_model))
     detector = detectors.create(method, **config)
     cfg = detector.config
     image_size = int(cfg.image_size)
@@ -186,6 +188,18 @@ def run_benchmark(
     tmp.replace(json_path)
     update_table(out_dir / TABLE_NAME, result)
     return result
+
+
+def _check_writable_folder(folder: Path) -> None:
+    """Create ``folder`` (a model directory to be) now, or raise BenchmarkError naming it."""
+    if folder.exists() and not folder.is_dir():
+        raise BenchmarkError(f"--save-model {folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchmarkError(f"--save-model {folder}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK):
+        raise BenchmarkError(f"--save-model {folder}: not writable")
 
 
 def _json_default(value: Any) -> Any:

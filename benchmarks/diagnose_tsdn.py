@@ -19,7 +19,6 @@ than normality. Writes JSON (``--out``) and prints a summary.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,9 +32,25 @@ from detectors.image_ops import gaussian_blur
 from detectors.imagesets import MVTecImageSet
 from detectors.metrics import pixel_auroc
 from detectors.model_io import load_detector
+from benchmarks.timing import write_json
 from detectors.tsdn.surf import surf_batch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+class DiagnosisError(Exception):
+    """The test set cannot be diagnosed (e.g. no good images to distort); one line."""
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON-safe copy of ``value``: NaN / infinite floats (a metric with one class missing) become None."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 @torch.no_grad()
@@ -77,6 +92,8 @@ def diagnose(detector: Any, dataset: Path, seed: int = 0, log: Any = print) -> d
     error, maps = score_maps(detector, images, recon)
     mask_pred = mask_pred.numpy()
     good = labels == 0
+    if not good.any():
+        raise DiagnosisError(f"{dataset}: test/ has no good images to distort with SURF")
     defective_normal = (~masks) & (labels == 1)[:, None, None]
     normal_pixels = error[~masks]
     p99 = float(np.quantile(normal_pixels, 0.99))
@@ -120,7 +137,7 @@ def diagnose(detector: Any, dataset: Path, seed: int = 0, log: Any = print) -> d
         "dcd_a_mask_mean_filled_pixels": _mean(s_mask, fill),
         "dcd_a_mask_mean_other_pixels": _mean(s_mask, ~fill),
     }
-    return {
+    return _finite_or_none({
         "dataset": dataset.name,
         "dataset_path": str(dataset),
         "config": cfg.model_dump(),
@@ -128,7 +145,7 @@ def diagnose(detector: Any, dataset: Path, seed: int = 0, log: Any = print) -> d
         "real_defects": real,
         "synthetic_surf": synthetic,
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-    }
+    })
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -168,14 +185,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         detector = load_detector(args.model, expected_method="tsdn", device=args.device)
         result = diagnose(detector, args.dataset, seed=args.seed)
-    except DetectorError as exc:
+    except (DetectorError, DiagnosisError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or RESULTS_DIR / f"tsdn_diagnosis_{args.dataset.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+    out = write_json(args.out or RESULTS_DIR / f"tsdn_diagnosis_{args.dataset.name}.json", result)
     for line in summary(result):
         print(line)
     print(f"wrote {out}")

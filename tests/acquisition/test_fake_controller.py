@@ -95,22 +95,26 @@ def test_register_handshake_and_timed_linear_motion():
 
 
 def test_fake_uses_the_sim_kinematics_and_home():
-    """The fake starts at the sim robot's home and its FK and linear-path poses are the sim's."""
-    from acquisition.sim.kinematics import UR5Kinematics, interpolate_pose_matrix
+    """The fake starts at the sim robot's home; its FK is the UR5 DH model and its linear paths move the
+    position linearly and the orientation by slerp (checked against the formulas written out, not against
+    the shared code the fake calls)."""
+    from acquisition.sim.kinematics import dh_forward_matrices
     from acquisition.sim.robot import SimRobotConfig
     from acquisition.ur.fake_controller.motion import LinearPath, forward
-    from calibration.transforms import matrix_to_rotvec, pose_to_matrix
+    from calibration.transforms import matrix_to_rotvec, pose_to_matrix, rotvec_to_matrix
 
     m = RobotModel()
     assert m.q.tolist() == list(SimRobotConfig().home_joints)
-    tcp = np.array([0.01, -0.02, 0.05, 0.1, 0.0, -0.2])
-    kin = UR5Kinematics(tcp_offset=tcp)
+    tcp = pose_to_matrix(np.array([0.01, -0.02, 0.05, 0.1, 0.0, -0.2]))
     rng = np.random.default_rng(0)
     for q in rng.uniform(-np.pi, np.pi, (20, 6)):
-        assert np.abs(forward(q, pose_to_matrix(tcp)) - kin.forward_matrix(q)).max() < 1e-12
+        assert np.abs(forward(q, tcp) - dh_forward_matrices(q) @ tcp).max() < 1e-12
     T0, T1 = forward(m.q, np.eye(4)), forward(m.q + 0.2, np.eye(4))
     path = LinearPath(T0, T1, lambda T, q: None)
     w = matrix_to_rotvec(T0[:3, :3].T @ T1[:3, :3])
-    for f in (0.0, 0.3, 1.0):
-        assert np.abs(path.matrix_at(f * path.length) - interpolate_pose_matrix(T0, T1, w, f)).max() < 1e-12
+    for f in (0.0, 0.3, 0.5, 1.0):
+        expected = np.eye(4)
+        expected[:3, :3] = T0[:3, :3] @ rotvec_to_matrix(w * f)
+        expected[:3, 3] = T0[:3, 3] + f * (T1[:3, 3] - T0[:3, 3])
+        assert np.abs(path.matrix_at(f * path.length) - expected).max() < 1e-12
     assert np.abs(path.matrix_at(path.length) - T1).max() < 1e-12

@@ -52,6 +52,18 @@ def test_benchmark_rejects_a_folder_that_is_not_mvtec(tmp_path: Path, capsys) ->
     assert f"{tmp_path}: not an MVTec-layout folder" in capsys.readouterr().err
 
 
+def test_an_unusable_save_model_path_fails_before_training(tiny: Path, tmp_path: Path, capsys) -> None:
+    occupied = tmp_path / "model"
+    occupied.write_text("a file, not a folder")
+    code = bench_detectors.main(["--method", "tsdn", "--dataset", str(tiny), "--out", str(tmp_path / "r"),
+                                 "--save-model", str(occupied), *_sets(TSDN_SMOKE)])
+    assert code == 2
+    err = capsys.readouterr()
+    assert f"--save-model {occupied}: exists and is not a folder" in err.err
+    assert "tsdn on tiny" not in err.out  # refused before the run started
+    assert not (tmp_path / "r").exists()
+
+
 def test_tsdn_diagnosis_compares_real_defects_with_surf_fills(tiny: Path, tmp_path: Path, capsys) -> None:
     detector = registry.detector_class("tsdn")(registry.detector_class("tsdn").config_class(**TSDN_SMOKE))
     detector.fit(bench_detectors.MVTecImageSet(tiny, "train", image_size=64))
@@ -77,3 +89,43 @@ def test_tsdn_diagnosis_refuses_another_method_s_model(tiny: Path, tmp_path: Pat
     detector.save(tmp_path / "model")
     assert diagnose_tsdn.main(["--model", str(tmp_path / "model"), "--dataset", str(tiny), "--device", "cpu"]) == 2
     assert "tsdn" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tsdn_model(tiny: Path, tmp_path_factory) -> Path:
+    cls = registry.detector_class("tsdn")
+    detector = cls(cls.config_class(**TSDN_SMOKE))
+    detector.fit(bench_detectors.MVTecImageSet(tiny, "train", image_size=64))
+    return detector.save(tmp_path_factory.mktemp("tsdn") / "model")
+
+
+def test_tsdn_diagnosis_without_good_test_images_is_a_one_line_error(tiny: Path, tsdn_model: Path, tmp_path: Path,
+                                                                     capsys) -> None:
+    import shutil
+
+    only_defects = tmp_path / "only_defects"
+    shutil.copytree(tiny, only_defects)
+    shutil.rmtree(only_defects / "test" / "good")
+    out = tmp_path / "diag.json"
+    assert diagnose_tsdn.main(["--model", str(tsdn_model), "--dataset", str(only_defects), "--device", "cpu",
+                               "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {only_defects}: test/ has no good images to distort with SURF\n"
+    assert not out.exists()
+
+
+def test_tsdn_diagnosis_of_a_set_without_defects_writes_null_metrics_as_valid_json(tiny: Path, tsdn_model: Path,
+                                                                                  tmp_path: Path) -> None:
+    import shutil
+
+    only_good = tmp_path / "only_good"
+    shutil.copytree(tiny, only_good)
+    shutil.rmtree(only_good / "test" / "blob")
+    shutil.rmtree(only_good / "ground_truth")
+    out = tmp_path / "diag.json"
+    assert diagnose_tsdn.main(["--model", str(tsdn_model), "--dataset", str(only_good), "--device", "cpu",
+                               "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "NaN" not in text
+    result = json.loads(text)
+    assert result["real_defects"]["pixel_auroc"] is None and result["real_defects"]["per_type"] == {}
+    assert 0.0 <= result["synthetic_surf"]["pixel_auroc"] <= 1.0
