@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from detectors.errors import DetectorError
-from detectors.image_ops import gaussian_blur
 from detectors.imagesets import MVTecImageSet
 from detectors.metrics import pixel_auroc
 from detectors.model_io import load_detector
@@ -53,27 +52,6 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-@torch.no_grad()
-def run_network(detector: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 3, S, S) in [0, 1] -> (reconstruction R (B, 3, S, S), DCD_A mask M' (B, S, S) in [0, 1]), float32 CPU."""
-    recons, masks = [], []
-    step = detector.config.inference_batch_size
-    for start in range(0, images.shape[0], step):
-        batch = images[start : start + step].to(detector.device)
-        with detector._autocast():
-            out = detector.net(batch)
-        recons.append(out["reconstruction"].float().cpu())
-        masks.append(torch.sigmoid(out["mask_logits"].float()).cpu()[:, 0])
-    return torch.cat(recons), torch.cat(masks)
-
-
-def score_maps(detector: Any, images: torch.Tensor, recon: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Raw per-pixel L2 error (B, S, S) and the detector's blurred score map (B, S, S), as in ``predict``."""
-    error = torch.linalg.vector_norm(images.float() - recon, dim=1)
-    blurred = gaussian_blur(error, detector.config.blur_sigma, truncate=3.0)
-    return error.numpy(), blurred.numpy()
-
-
 def _mean(values: np.ndarray, where: np.ndarray) -> Optional[float]:
     return float(values[where].mean()) if where.any() else None
 
@@ -88,8 +66,8 @@ def diagnose(detector: Any, dataset: Path, seed: int = 0, log: Any = print) -> d
     types = np.asarray(test.defect_types)
     log(f"tsdn diagnosis on {dataset.name}: {len(test)} test images at {cfg.image_size} px")
 
-    recon, mask_pred = run_network(detector, images)
-    error, maps = score_maps(detector, images, recon)
+    recon, mask_pred = detector.streams(images)
+    error, maps = (m.numpy() for m in detector.error_maps(images, recon))
     mask_pred = mask_pred.numpy()
     good = labels == 0
     if not good.any():
@@ -121,8 +99,8 @@ def diagnose(detector: Any, dataset: Path, seed: int = 0, log: Any = print) -> d
     clean = images[torch.from_numpy(good)]
     distorted, fill = surf_batch(clean, cfg.n_segments, cfg.n_filled, np.random.default_rng(seed))
     fill = fill[:, 0].numpy() > 0
-    s_recon, s_mask = run_network(detector, distorted)
-    s_error, s_maps = score_maps(detector, distorted, s_recon)
+    s_recon, s_mask = detector.streams(distorted)
+    s_error, s_maps = (m.numpy() for m in detector.error_maps(distorted, s_recon))
     restore = torch.linalg.vector_norm(clean.float() - s_recon, dim=1).numpy()
     s_mask = s_mask.numpy()
     synthetic = {

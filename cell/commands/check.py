@@ -18,8 +18,8 @@ import numpy as np
 from acquisition.errors import ConnectionLost, RobotError
 from acquisition.ur.robot import ROBOT_MODE_NAMES, SAFETY_MODE_NAMES
 from calibration.transforms import rotvec_to_matrix
-from cell.cell_factory import Cell, build_cell, calibration_path, load_cell_config
-from cell.config import read_yaml_mapping
+from cell.cell_factory import Cell, CellConfig, build_cell, calibration_path
+from cell.config import read_yaml_mapping, validate_mapping
 from cell.errors import ConfigFileError
 
 #: The device sections a cell file must write out for ``cell check``.
@@ -36,7 +36,7 @@ def load_checked_cell(cell_path: Path) -> tuple[Cell, Optional[Path]]:
     for key in DEVICE_SECTIONS:
         if not isinstance(data.get(key), dict):
             raise ConfigFileError(f"{cell_path}: missing key '{key}' (a mapping with a 'backend')")
-    config = load_cell_config(cell_path)
+    config = validate_mapping(str(cell_path), data, CellConfig)  # as load_cell_config, without re-reading
     calibration = calibration_path(config, str(cell_path))
     return build_cell(config.model_copy(update={"calibration": None}), source=str(cell_path)), calibration
 

@@ -680,9 +680,8 @@ class LabellingApp:
         for item in rank_disagreements(items):
             record = records.get(item.capture_id) or self.store.get_capture(item.capture_id)
             _, typed, _, _ = self._mask_entry_of(record, infos.get(record.id))
-            fresh = disagreement(record.id, self.anomaly_map(record), provider.threshold, typed.mask) \
-                if self._maps.get(record.id) is not None else item
-            ranked.append(fresh)
+            amap = self._maps.get(record.id)  # a map evicted from the cache keeps its scored item
+            ranked.append(item if amap is None else disagreement(record.id, amap, provider.threshold, typed.mask))
         ranked = rank_disagreements(ranked)
         return {"done": len(items), "total": total, "running": running, "error": self._review_error,
                 "threshold": provider.threshold, "ranking": [d.as_dict() for d in ranked]}

@@ -223,22 +223,33 @@ class TSDN(Detector):
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [0, 1] -> the clean reconstruction R (B, 3, S, S) float32 on the CPU."""
+        return self.streams(images)[0]
+
+    @torch.no_grad()
+    def streams(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) in [0, 1] -> (DCD_N's reconstruction R (B, 3, S, S), DCD_A's mask M' (B, S, S) in
+        [0, 1]), float32 on the CPU, in batches of ``inference_batch_size``."""
         if self.net is None:
             raise DetectorError("tsdn: predict called before fit or load")
         images = check_batch(images, self.config.image_size, "tsdn predict", "TSDN")
-        outs = []
+        recons, masks = [], []
         for start in range(0, images.shape[0], self.config.inference_batch_size):
             batch = images[start : start + self.config.inference_batch_size].to(self.device)
             with self._autocast():
-                outs.append(self.net(batch)["reconstruction"].float().cpu())
-        return torch.cat(outs)
+                out = self.net(batch)
+            recons.append(out["reconstruction"].float().cpu())
+            masks.append(torch.sigmoid(out["mask_logits"].float()).cpu()[:, 0])
+        return torch.cat(recons), torch.cat(masks)
+
+    def error_maps(self, images: torch.Tensor, recon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw per-pixel L2 norm over RGB of I - R, its Gaussian blur = the score map), both (B, S, S)."""
+        error = torch.linalg.vector_norm(images.float().cpu() - recon, dim=1)
+        return error, gaussian_blur(error, self.config.blur_sigma, truncate=3.0)  # TSDN: kernel radius 3 sigma
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> Prediction:
         """(B, 3, S, S) float in [0, 1] -> Prediction(score (B,) = map max, anomaly_map (B, S, S))."""
-        recon = self.reconstruct(images)
-        diff = torch.linalg.vector_norm(images.float().cpu() - recon, dim=1)
-        maps = gaussian_blur(diff, self.config.blur_sigma, truncate=3.0)  # TSDN: kernel radius 3 sigma
+        _, maps = self.error_maps(images, self.reconstruct(images))
         return Prediction(score=maps.flatten(1).amax(dim=1).numpy(), anomaly_map=maps.numpy())
 
     # ----------------------------------------------------------------------------------------- state
