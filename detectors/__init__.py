@@ -17,11 +17,11 @@ from detectors.errors import DetectorError
 #: Public name -> defining module, imported on first access (PEP 562) so that importing
 #: ``detectors.errors`` (as the CLI does for its error handling) does not import torch.
 _LAZY = {
-    "Detector": "detectors.base", "Prediction": "detectors.base",
+    "Detector": "detectors.base", "DetectorConfig": "detectors.base", "Prediction": "detectors.base",
     "available": "detectors.registry", "create": "detectors.registry", "register": "detectors.registry",
 }
 
-__all__ = ["Detector", "DetectorError", "Prediction", "available", "create", "register"]
+__all__ = ["Detector", "DetectorConfig", "DetectorError", "Prediction", "available", "create", "register"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,6 @@
 """Image operations shared by the detectors.
 
-``check_batch``: the one-line validation of a (B, 3, S, S) float batch in [0, 1]; ``gaussian_blur``:
+``check_batch``: the one-line validation of a (B, 3, S, S) float batch in [0, 1] (clamped); ``gaussian_blur``:
 separable Gaussian smoothing of (B, H, W) anomaly maps (sigma in pixels, kernel radius round(4 sigma) as
 scipy's ``gaussian_filter``).
 """
@@ -13,35 +13,31 @@ import torch
 import torch.nn.functional as F
 
 from detectors.errors import ImageSetError
+from detectors.imagesets import check_images
 
 #: Tolerance on the [0, 1] range check of input images (float rounding of resized images).
 RANGE_TOL = 1e-3
 
 
-def check_batch(images: Any, image_size: int, method: str, where: str) -> torch.Tensor:
-    """Check a (B, 3, S, S) float batch with values in [0, 1], S = ``image_size``; returns float32.
+def check_batch(images: Any, *, image_size: int, method: str, where: str) -> torch.Tensor:
+    """Check a (B, 3, S, S) float batch with values in [0, 1] (up to :data:`RANGE_TOL`), B >= 1, S =
+    ``image_size``; returns it as float32 clamped to [0, 1]. ``method`` names the detector and ``where`` the
+    batch (e.g. ``"cfa predict"``, ``"training images a.png.."``) in the error.
 
-    Raises :class:`ImageSetError` with one line naming what is wrong.
+    Raises :class:`ImageSetError` with one line naming what is wrong (structure and dtype as
+    :func:`detectors.imagesets.check_images`).
     """
-    if not isinstance(images, torch.Tensor):
-        raise ImageSetError(f"{where}: expected a torch tensor (B, 3, H, W), got {type(images).__name__}")
-    if images.ndim != 4:
-        raise ImageSetError(f"{where}: expected shape (B, 3, H, W), got {tuple(images.shape)}")
-    if images.shape[1] != 3:
-        raise ImageSetError(f"{where}: expected 3 channels (RGB), got {images.shape[1]}")
+    images = check_images(images, what=where)
     s = image_size
     if tuple(images.shape[2:]) != (s, s):
         raise ImageSetError(
             f"{where}: images are {images.shape[2]}x{images.shape[3]} px but this {method} detector uses "
             f"image_size {s}; resize the images (e.g. MVTecImageSet(..., image_size={s})) or tile them"
         )
-    if not images.is_floating_point():
-        raise ImageSetError(f"{where}: expected float images in [0, 1], got dtype {images.dtype}")
-    if images.numel():
-        lo, hi = float(images.min()), float(images.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -RANGE_TOL or hi > 1 + RANGE_TOL:
-            raise ImageSetError(f"{where}: pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
-    return images.float()
+    lo, hi = float(images.min()), float(images.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -RANGE_TOL or hi > 1 + RANGE_TOL:
+        raise ImageSetError(f"{where}: pixel values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
+    return images.clamp(0, 1)
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:

@@ -26,11 +26,13 @@ def _image_tensor(item: Any) -> torch.Tensor:
 
 
 class TrainImages:
-    """Random access to training images, read on demand. ``role`` ("training", "validation") and ``method``
-    name the set in errors; a missing, length-less or empty set is an ImageSetError. With ``image_size``,
-    :meth:`batch` refuses an image that is not (3, image_size, image_size), naming its source."""
+    """Random access to training images, read on demand. ``method`` (the detector's name) and ``role``
+    ("training", "validation") name the set in errors; a missing, length-less or empty set is an
+    ImageSetError. With ``image_size``, :meth:`batch` refuses an image that is not (3, image_size,
+    image_size), naming its source. Arguments after ``data`` are keyword-only, as for every sibling
+    (:class:`StackedTrainImages`, :func:`detectors.image_ops.check_batch`)."""
 
-    def __init__(self, data: Any, role: str, method: str, image_size: int | None = None) -> None:
+    def __init__(self, data: Any, *, method: str, role: str, image_size: int | None = None) -> None:
         if data is None:
             raise ImageSetError(f"{method}: {role} set is None")
         try:
@@ -90,15 +92,17 @@ class StackedTrainImages(TrainImages):
     """All images read once, checked (3 channels, ``image_size`` square, values in range) and held on the CPU
     as ``images`` (N, 3, S, S) float32 clamped to [0, 1]; ``sources`` names each one."""
 
-    def __init__(self, data: Any, image_size: int, method: str, role: str = "training") -> None:
-        super().__init__(data, role, method, image_size)
+    def __init__(self, data: Any, *, method: str, image_size: int, role: str = "training") -> None:
+        super().__init__(data, method=method, role=role, image_size=image_size)
         if isinstance(data, torch.Tensor):
             images, sources = data, [f"{role}[{i}]" for i in range(self.n)]
         else:
             items = [data[i] for i in range(self.n)]
             images = torch.stack([_image_tensor(it) for it in items])
             sources = [str(getattr(it, "source", f"{role}[{i}]")) for i, it in enumerate(items)]
-        self.images = check_batch(images, image_size, method, f"{role} images ({sources[0]}..)").clamp(0, 1).cpu()
+        self.images = check_batch(
+            images, image_size=image_size, method=method, where=f"{role} images ({sources[0]}..)"
+        ).cpu()
         self.sources = sources
 
     def source(self, i: int) -> str:

@@ -1,4 +1,4 @@
-"""Training plumbing shared by the step-based detectors (TSDN, SLSG): input checks, batch prefetching,
+"""Training plumbing shared by the step-based detectors (TSDN, SLSG): batch prefetching,
 per-step random generators and atomic, resumable checkpoints.
 
 Resuming: a training loop is a sequence of numbered steps whose random choices come only from
@@ -18,22 +18,13 @@ from typing import Any, Callable, Iterator, Optional, TypeVar
 import numpy as np
 import torch
 
-from detectors.errors import DetectorError, ImageSetError
-from detectors.image_ops import check_batch as shared_check_batch
+from detectors.errors import DetectorError
 from detectors.model_io import atomic_write
 from detectors.train_images import StackedTrainImages
 
 CHECKPOINT_FILE = "checkpoint.pt"
 #: Config keys that do not change what a run learns (excluded from the resume fingerprint).
 NON_LEARNING_KEYS = ("device", "checkpoint_dir", "checkpoint_every", "inference_batch_size", "prefetch_workers")
-
-
-def check_batch(images: Any, image_size: int, where: str, method: str) -> torch.Tensor:
-    """:func:`detectors.image_ops.check_batch`, refusing an empty batch and clamped to [0, 1]."""
-    images = shared_check_batch(images, image_size, method, where)
-    if images.shape[0] == 0:
-        raise ImageSetError(f"{where}: empty batch of shape {tuple(images.shape)}")
-    return images.clamp(0, 1)
 
 
 T = TypeVar("T")

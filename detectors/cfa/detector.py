@@ -34,10 +34,10 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from detectors.backbones import FeatureExtractor, frozen_feature_extractor
-from detectors.base import Detector, Prediction, ProgressCallback
+from detectors.backbones import FeatureExtractor
+from detectors.base import Detector, DetectorConfig, ProgressCallback
 from detectors.image_ops import check_batch, gaussian_blur
 from detectors.train_images import TrainImages
 from detectors.cfa.model import (
@@ -47,21 +47,15 @@ from detectors.cfa.model import (
     multiscale_patch_features,
     softmin_score,
 )
-from detectors.device import autocast_context, grad_scaler, resolve_device
 from detectors.errors import DetectorError
 from detectors.model_io import check_loose_tensors, check_state_shapes, reject_unknown_tensors
 from detectors.registry import register
 
 
-class CFAConfig(BaseModel):
+class CFAConfig(DetectorConfig):
     """CFA's configuration; method defaults are the paper's / official code's."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    backbone: str = Field("tf_efficientnet_lite0", description="timm model name of the frozen backbone")
-    pretrained: str = Field("offline", description="offline | hub | none | path to a state-dict file")
     layers: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, description="timm out_indices")
-    image_size: int = Field(256, ge=32, le=4096, description="input side in pixels (images are S x S)")
     gamma_c: float = Field(1.0, gt=0, le=1, description="memory bank entries = round(gamma_c * h * w)")
     gamma_d: float = Field(1.0, gt=0, le=1, description="descriptor channels D = round(gamma_d * C)")
     k: int = Field(3, ge=1, description="K nearest memory features attracted")
@@ -78,10 +72,6 @@ class CFAConfig(BaseModel):
     blur_sigma: float = Field(4.0, ge=0, description="Gaussian blur of the upsampled map, pixels")
     cache_features: Literal["auto", "always", "never"] = "auto"
     cache_limit_mb: float = Field(2048, gt=0, description="auto caches backbone features (float16) within this")
-    inference_batch_size: int = Field(16, ge=1, description="images per backbone pass")
-    mixed_precision: bool = Field(True, description="autocast on CUDA (no effect on CPU)")
-    device: str = "auto"
-    seed: int = 0
 
     @model_validator(mode="after")
     def _neighbours(self) -> "CFAConfig":
@@ -95,7 +85,8 @@ class CFA(Detector):
     """CFA: a CoordConv patch descriptor adapted with the coupled-hypersphere loss to a compressed bank."""
 
     name: ClassVar[str] = "cfa"
-    config_class: ClassVar[type[BaseModel]] = CFAConfig
+    config_class: ClassVar[type[DetectorConfig]] = CFAConfig
+    config: CFAConfig
     smoke_config: ClassVar[dict[str, Any]] = {
         "image_size": 64,
         "gamma_c": 0.5,
@@ -108,21 +99,15 @@ class CFA(Detector):
 
     def __init__(self, config: CFAConfig) -> None:
         super().__init__(config)
-        self.device = resolve_device(config.device)
-        self._backbone: Optional[FeatureExtractor] = None
         self.descriptor: Optional[CoordConvDescriptor] = None
         self.r: Optional[nn.Parameter] = None
         self.bank: Optional[torch.Tensor] = None
-        self._fitted = False
 
     # ----------------------------------------------------------------------------------------- modules
     @property
     def backbone(self) -> FeatureExtractor:
         """The frozen feature extractor (created on first use; may raise BackboneError)."""
-        if self._backbone is None:
-            cfg = self.config
-            self._backbone = frozen_feature_extractor(cfg.backbone, cfg.layers, cfg.pretrained, self.device, cfg.seed)
-        return self._backbone
+        return self._frozen_backbone(self.config.layers)
 
     @property
     def in_channels(self) -> int:
@@ -141,9 +126,6 @@ class CFA(Detector):
             self.descriptor = CoordConvDescriptor(self.in_channels, self.out_channels).to(self.device)
         self.r = nn.Parameter(torch.full((1,), float(self.config.r_init), device=self.device))
 
-    def _autocast(self):
-        return autocast_context(self.device, self.config.mixed_precision)
-
     # -------------------------------------------------------------------------------------- features
     @torch.no_grad()
     def _patch_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -160,24 +142,16 @@ class CFA(Detector):
         return out.float()
 
     # ------------------------------------------------------------------------------------------ fit
-    def fit(
-        self,
-        train: Any,
-        val: Optional[Any] = None,
-        progress: Optional[ProgressCallback] = None,
-    ) -> dict[str, Any]:
+    def _fit(self, train: Any, progress: ProgressCallback) -> dict[str, Any]:
         """Build the memory bank and adapt phi on good images for the fixed schedule.
 
-        ``train``: ImageSet / sequence of Samples / (N, 3, S, S) tensor of good images, S = ``image_size``.
-        ``val`` is only scored after training (statistics of its image scores); it never steers training.
         Returns ``{"loss": [per epoch], "loss_att", "loss_rep", "r": [per epoch], "bank_size", ...}``.
         """
         cfg = self.config
         t_start = time.perf_counter()
-        images = TrainImages(train, "training", "cfa")
+        images = TrainImages(train, method=self.name, role="training", image_size=cfg.image_size)
         n = len(images)
-        report = progress or (lambda done, total, message: None)
-        self._fitted = False
+        report = progress
         self._build()
         assert self.descriptor is not None and self.r is not None
 
@@ -191,7 +165,7 @@ class CFA(Detector):
         cache: list[torch.Tensor] = []
         self.descriptor.eval()
         for idx in images.chunks(cfg.inference_batch_size):
-            batch = check_batch(images.batch(idx), cfg.image_size, "cfa", images.batch_name(idx))
+            batch = check_batch(images.batch(idx), image_size=cfg.image_size, method=self.name, where=images.batch_name(idx))
             feats = self._patch_features(batch)
             with torch.no_grad():
                 builder.add(self._describe(feats))  # the UNTRAINED descriptor (paper sec. 3.2)
@@ -212,7 +186,7 @@ class CFA(Detector):
         # ---- adaptation
         params = list(self.descriptor.parameters()) + [self.r]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
-        scaler = grad_scaler(self.device, cfg.mixed_precision)
+        scaler = self._grad_scaler()
         order_gen = torch.Generator().manual_seed(cfg.seed + 1)
         losses: list[float] = []
         att_hist: list[float] = []
@@ -247,7 +221,6 @@ class CFA(Detector):
             report(epoch + 1, cfg.epochs, f"epoch {epoch + 1}/{cfg.epochs} loss {mean[0]:.4f} r {r_hist[-1]:.3g}")
         train_s = time.perf_counter() - t_train
         self.descriptor.eval()
-        self._fitted = True
         del features
 
         stats: dict[str, Any] = {
@@ -266,55 +239,34 @@ class CFA(Detector):
             "device": str(self.device),
             "seed": cfg.seed,
         }
-        if val is not None:
-            stats["val"] = self._score_stats(TrainImages(val, "validation", "cfa"))
         return stats
-
-    def _score_stats(self, images: TrainImages) -> dict[str, float]:
-        scores = torch.cat(
-            [torch.from_numpy(self.predict(images.batch(idx)).score) for idx in images.chunks(self.config.inference_batch_size)]
-        )
-        return {
-            "n": int(scores.numel()),
-            "score_mean": float(scores.mean()),
-            "score_std": float(scores.std()) if scores.numel() > 1 else 0.0,
-            "score_q99": float(torch.quantile(scores, 0.99)),
-            "score_max": float(scores.max()),
-        }
 
     # -------------------------------------------------------------------------------------- predict
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> Prediction:
-        """Score (B, 3, S, S) float images in [0, 1] -> Prediction(score (B,), anomaly_map (B, S, S)).
+    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, 3, S, S) float32 in [0, 1] on the device -> (scores (b,), maps (b, S, S)).
 
         Patch score = eq. 5 (softmin certainty x nearest distance, Euclidean, K nearest); the (h, w) map is
         bilinearly upsampled to S x S and blurred (sigma ``blur_sigma`` px); image score = map maximum.
+        Traceable; the distances are computed one image at a time (bounding the (h*w, M) distance matrix), a
+        loop over the batch that a trace unrolls (an export has a fixed batch size).
         """
-        if not self._fitted or self.descriptor is None or self.bank is None:
-            raise DetectorError("cfa: predict() called before fit() or load()")
+        assert self.descriptor is not None and self.bank is not None
         cfg = self.config
-        images = check_batch(images, cfg.image_size, "cfa", "predict")
-        self.descriptor.eval()
         s = cfg.image_size
-        maps = []
-        for start in range(0, images.shape[0], cfg.inference_batch_size):
-            out = self._describe(self._patch_features(images[start : start + cfg.inference_batch_size]))
-            b, d, h, w = out.shape
-            flat = out.permute(0, 2, 3, 1).reshape(-1, d)
-            # one image at a time bounds the (T, M) distance matrix
-            patch = torch.cat([softmin_score(f, self.bank, cfg.k) for f in flat.split(h * w)]).reshape(b, 1, h, w)
-            up = F.interpolate(patch, size=(s, s), mode="bilinear", align_corners=False).squeeze(1)
-            maps.append(gaussian_blur(up, cfg.blur_sigma))
-        anomaly_map = torch.cat(maps)
-        score = anomaly_map.amax(dim=(1, 2))
-        return Prediction(score=score.cpu().numpy(), anomaly_map=anomaly_map.cpu().numpy())
+        out = self._describe(self._patch_features(images))
+        b, d, h, w = out.shape
+        flat = out.permute(0, 2, 3, 1).reshape(-1, d)
+        patch = torch.cat([softmin_score(f, self.bank, cfg.k) for f in flat.split(h * w)]).reshape(b, 1, h, w)
+        up = F.interpolate(patch, size=(s, s), mode="bilinear", align_corners=False).squeeze(1)
+        maps = gaussian_blur(up, cfg.blur_sigma)
+        return maps.amax(dim=(1, 2)), maps
 
     # --------------------------------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def _state_dict(self) -> dict[str, torch.Tensor]:
         """Descriptor weights, radius ``r`` (1,), memory bank ``bank`` (M, D), on CPU (plus the backbone's
         weights when ``pretrained: none``, so a saved random backbone is restored exactly)."""
-        if not self._fitted or self.descriptor is None or self.bank is None or self.r is None:
-            raise DetectorError("cfa: state_dict() called before fit() or load()")
+        assert self.descriptor is not None and self.bank is not None and self.r is not None
         state = {"descriptor." + k: v.detach().cpu().clone() for k, v in self.descriptor.state_dict().items()}
         state["r"] = self.r.detach().cpu().clone()
         state["bank"] = self.bank.detach().cpu().clone()
@@ -323,7 +275,7 @@ class CFA(Detector):
                 state["backbone." + key] = value.detach().cpu().clone()
         return state
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def _load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore from :meth:`state_dict`; a missing, unexpected or mis-shaped tensor raises DetectorError."""
         self._build()
         assert self.descriptor is not None and self.r is not None
@@ -339,7 +291,6 @@ class CFA(Detector):
             self.r.copy_(state["r"].to(self.device))
         self.bank = bank.float().to(self.device)
         self.descriptor.eval()
-        self._fitted = True
 
     def _checked_radius_and_bank(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """Check ``state``'s radius ``r`` (1,) and memory bank ``bank`` (M, D), M >= 1; returns the bank."""

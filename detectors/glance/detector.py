@@ -38,14 +38,13 @@ from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from detectors.backbones import FeatureExtractor, frozen_feature_extractor
-from detectors.base import Detector, Prediction, ProgressCallback
+from detectors.backbones import FeatureExtractor
+from detectors.base import Detector, DetectorConfig, ProgressCallback
+from detectors.errors import DetectorError
 from detectors.image_ops import check_batch
 from detectors.train_images import TrainImages
-from detectors.device import autocast_context, grad_scaler, resolve_device
-from detectors.errors import DetectorError
 from detectors.glance.model import (
     DADHead,
     GlobalNet,
@@ -65,16 +64,13 @@ from detectors.model_io import check_loose_tensors, check_state_shapes, reject_u
 from detectors.registry import register
 
 
-class GlanceConfig(BaseModel):
-    """Glancing at the Patch's configuration (lambda_s = 0.8 from the paper; the rest see the module doc)."""
+class GlanceConfig(DetectorConfig):
+    """Glancing at the Patch's configuration (lambda_s = 0.8 from the paper; the rest see the module doc).
+    ``backbone`` is the pretrained teacher; ``inference_batch_size`` (images per chunk in predict) was added
+    with the shared :class:`DetectorConfig` (each image's N_p views are batched by ``views_per_pass``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    backbone: str = Field("tf_efficientnet_lite0", description="timm name of the pretrained teacher")
-    pretrained: str = Field("offline", description="offline | hub | none | path to a state-dict file")
     teacher_layers: list[int] = Field(default_factory=lambda: [2, 3], min_length=1, description="timm out_indices")
     teacher_size: int = Field(64, ge=16, description="patches are resized to this for the teacher, px")
-    image_size: int = Field(256, ge=32, le=4096, description="input side S in pixels")
     patch_size: int = Field(32, ge=8, description="patch side P in pixels")
     patch_stride: int = Field(16, ge=1, description="raster step between patches, px")
     global_size: int = Field(128, ge=16, description="side G of the Global-Net input, px")
@@ -96,9 +92,6 @@ class GlanceConfig(BaseModel):
     weight_decay: float = Field(1e-5, ge=0)
     idw_power: float = Field(2.0, gt=0)
     views_per_pass: int = Field(0, ge=0, description="masked views per Global-Net pass; 0 = all of an image")
-    mixed_precision: bool = Field(True, description="autocast on CUDA (no effect on CPU)")
-    device: str = "auto"
-    seed: int = 0
 
     @model_validator(mode="after")
     def _sizes(self) -> "GlanceConfig":
@@ -116,7 +109,8 @@ class Glance(Detector):
     """Glancing at the Patch: Local-Net vs Global-Net feature comparison (IAD + DAD heads)."""
 
     name: ClassVar[str] = "glance"
-    config_class: ClassVar[type[BaseModel]] = GlanceConfig
+    config_class: ClassVar[type[DetectorConfig]] = GlanceConfig
+    config: GlanceConfig
     smoke_config: ClassVar[dict[str, Any]] = {
         "image_size": 64,
         "patch_size": 16,
@@ -137,8 +131,6 @@ class Glance(Detector):
 
     def __init__(self, config: GlanceConfig) -> None:
         super().__init__(config)
-        self.device = resolve_device(config.device)
-        self._teacher: Optional[FeatureExtractor] = None
         self.local: Optional[LocalNet] = None
         self.decoder: Optional[torch.nn.Linear] = None
         self.global_net: Optional[GlobalNet] = None
@@ -147,18 +139,20 @@ class Glance(Detector):
         self.local_std: Optional[torch.Tensor] = None
         self._boxes = patch_grid(config.image_size, config.patch_size, config.patch_stride)
         self._idw: Optional[torch.Tensor] = None
-        self._fitted = False
 
     # ----------------------------------------------------------------------------------------- modules
     @property
     def teacher(self) -> FeatureExtractor:
         """The frozen pretrained teacher (created on first use; may raise BackboneError)."""
-        if self._teacher is None:
+        return self._frozen_backbone(self.config.teacher_layers)
+
+    @property
+    def idw(self) -> torch.Tensor:
+        """(N_p, S, S) inverse-distance weights of the patch raster (eq. 13; computed on first use)."""
+        if self._idw is None:
             cfg = self.config
-            self._teacher = frozen_feature_extractor(
-                cfg.backbone, cfg.teacher_layers, cfg.pretrained, self.device, cfg.seed
-            )
-        return self._teacher
+            self._idw = idw_weights(cfg.image_size, self._boxes, cfg.patch_size, cfg.idw_power).to(self.device)
+        return self._idw
 
     @property
     def patches_per_image(self) -> int:
@@ -176,12 +170,6 @@ class Glance(Detector):
             self.dad = DADHead(cfg.feature_dim, cfg.dad_hidden).to(self.device)
         self.local_mean = torch.zeros(cfg.feature_dim, device=self.device)
         self.local_std = torch.ones(cfg.feature_dim, device=self.device)
-
-    def _autocast(self):
-        return autocast_context(self.device, self.config.mixed_precision)
-
-    def _scaler(self) -> torch.amp.GradScaler:
-        return grad_scaler(self.device, self.config.mixed_precision)
 
     # ------------------------------------------------------------------------------------- features
     @torch.no_grad()
@@ -226,26 +214,17 @@ class Glance(Detector):
         return F.interpolate(images, size=(g, g), mode="bilinear", align_corners=False, antialias=True)
 
     # ------------------------------------------------------------------------------------------ fit
-    def fit(
-        self,
-        train: Any,
-        val: Optional[Any] = None,
-        progress: Optional[ProgressCallback] = None,
-    ) -> dict[str, Any]:
+    def _fit(self, train: Any, progress: ProgressCallback) -> dict[str, Any]:
         """Stage 1 (Local-Net distillation) then stage 2 (Global-Net + DAD head) on good images.
-
-        ``train``: ImageSet / sequence of Samples / (N, 3, S, S) tensor of good images, S = ``image_size``.
-        ``val`` is only scored after training; it never steers training. Returns loss histories and timings.
-        """
+        Returns loss histories and timings."""
         cfg = self.config
         t_start = time.perf_counter()
-        data = TrainImages(train, "training", "glance")
-        report = progress or (lambda done, total, message: None)
-        self._fitted = False
+        data = TrainImages(train, method=self.name, role="training", image_size=cfg.image_size)
+        report = progress
         # The training images are held in memory (float32): validated once, re-cropped every step.
         images = torch.cat(
             [
-                check_batch(data.batch(idx), cfg.image_size, "glance", data.batch_name(idx))
+                check_batch(data.batch(idx), image_size=cfg.image_size, method=self.name, where=data.batch_name(idx))
                 for idx in data.chunks(32)
             ]
         ).to(self.device)
@@ -272,7 +251,7 @@ class Glance(Detector):
         opt = torch.optim.Adam(
             list(self.local.parameters()) + list(self.decoder.parameters()), lr=cfg.local_lr, weight_decay=cfg.weight_decay
         )
-        scaler = self._scaler()
+        scaler = self._grad_scaler()
         local_hist: list[float] = []
         acc, acc_n = torch.zeros(3, device=self.device), 0
         log_every = max(1, cfg.local_steps // 10)
@@ -311,7 +290,7 @@ class Glance(Detector):
         opt = torch.optim.Adam(
             list(self.global_net.parameters()) + list(self.dad.parameters()), lr=cfg.global_lr, weight_decay=cfg.weight_decay
         )
-        scaler = self._scaler()
+        scaler = self._grad_scaler()
         hist: dict[str, list[float]] = {"loss": [], "iad": [], "dad": [], "dad_accuracy": []}
         acc, acc_n = torch.zeros(4, device=self.device), 0
         log_every = max(1, cfg.global_steps // 10)
@@ -353,7 +332,6 @@ class Glance(Detector):
         self.global_net.eval()
         self.dad.eval()
         global_s = time.perf_counter() - t0
-        self._fitted = True
         del images, global_images, pool, targets
 
         stats: dict[str, Any] = {
@@ -370,32 +348,26 @@ class Glance(Detector):
             "device": str(self.device),
             "seed": cfg.seed,
         }
-        if val is not None:
-            vdata = TrainImages(val, "validation", "glance")
-            scores = torch.cat([torch.from_numpy(self.predict(vdata.batch(i)).score) for i in vdata.chunks(4)])
-            stats["val"] = {
-                "n": int(scores.numel()),
-                "score_mean": float(scores.mean()),
-                "score_q99": float(torch.quantile(scores, 0.99)),
-                "score_max": float(scores.max()),
-            }
         return stats
 
     # -------------------------------------------------------------------------------------- predict
     @torch.no_grad()
     def patch_scores(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-patch scores of (B, 3, S, S) images: {"iad", "dad", "score"} each (B, N_p), raster order."""
-        if not self._fitted or self.local is None or self.global_net is None or self.dad is None:
-            raise DetectorError("glance: predict() called before fit() or load()")
+        """Per-patch scores of (B, 3, S, S) images: {"iad", "dad", "score"} each (B, N_p), raster order, on
+        the device (checked and batched as :meth:`predict`)."""
+        iad, dad, score = self._in_batches(images, self._patch_scores, call="patch_scores")
+        return {"iad": iad, "dad": dad, "score": score}
+
+    def _patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(b, 3, S, S) on the device -> (s_IAD, s_DAD, joint score), each (b, N_p)."""
         cfg = self.config
-        images = check_batch(images, cfg.image_size, "glance", "predict").to(self.device)
         boxes = self._boxes
         n_p = len(boxes)
         per_pass = cfg.views_per_pass or n_p
         global_images = self._to_global(images)
         chunks = [boxes[i : i + per_pass] for i in range(0, n_p, per_pass)]
         geometries = [self._view_geometry(chunk) for chunk in chunks]  # the same for every image
-        out = {"iad": [], "dad": [], "score": []}
+        out: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
         for b in range(images.shape[0]):
             z_l = self._local_features(crop_patches(images, boxes, cfg.patch_size, [b] * n_p))
             z_g = torch.cat(
@@ -408,33 +380,31 @@ class Glance(Detector):
                 logits = self.dad(z_l, z_g).float()
             s_iad = iad_score(z_l, z_g)
             s_dad = logits.softmax(dim=1)[:, 1]
-            out["iad"].append(s_iad)
-            out["dad"].append(s_dad)
-            out["score"].append(joint_score(s_iad, s_dad, cfg.lambda_s))
-        return {k: torch.stack(v) for k, v in out.items()}
+            for scores, value in zip(out, (s_iad, s_dad, joint_score(s_iad, s_dad, cfg.lambda_s))):
+                scores.append(value)
+        iad, dad, score = (torch.stack(v) for v in out)
+        return iad, dad, score
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> Prediction:
-        """Score (B, 3, S, S) float images in [0, 1] -> Prediction(score (B,), anomaly_map (B, S, S)).
+    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, 3, S, S) float32 in [0, 1] on the device -> (scores (b,), maps (b, S, S)).
 
-        Map = IDW interpolation of the joint patch scores (eq. 13); image score = map maximum.
+        Map = IDW interpolation of the joint patch scores (eq. 13); image score = map maximum. Traceable; the
+        loop over the batch's images (each image's N_p masked views form one Global-Net batch) unrolls in a
+        trace (an export has a fixed batch size).
         """
-        scores = self.patch_scores(images)["score"]  # (B, N_p)
-        if self._idw is None:
-            self._idw = idw_weights(self.config.image_size, self._boxes, self.config.patch_size, self.config.idw_power).to(self.device)
-        anomaly_map = torch.einsum("bp,pyx->byx", scores, self._idw)
-        return Prediction(score=anomaly_map.amax(dim=(1, 2)).cpu().numpy(), anomaly_map=anomaly_map.cpu().numpy())
+        anomaly_map = torch.einsum("bp,pyx->byx", self._patch_scores(images)[2], self.idw)
+        return anomaly_map.amax(dim=(1, 2)), anomaly_map
 
     # --------------------------------------------------------------------------------------- state
     def _modules(self) -> dict[str, torch.nn.Module]:
         assert self.local is not None and self.decoder is not None and self.global_net is not None and self.dad is not None
         return {"local.": self.local, "decoder.": self.decoder, "global.": self.global_net, "dad.": self.dad}
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def _state_dict(self) -> dict[str, torch.Tensor]:
         """Local-Net, decoder, Global-Net, DAD head tensors and the Z_l standardisation (mean, std), on CPU
         (plus the teacher's weights when ``pretrained: none``)."""
-        if not self._fitted or self.local_mean is None or self.local_std is None:
-            raise DetectorError("glance: state_dict() called before fit() or load()")
+        assert self.local_mean is not None and self.local_std is not None
         state = {p + k: v.detach().cpu().clone() for p, m in self._modules().items() for k, v in m.state_dict().items()}
         state["local_mean"] = self.local_mean.detach().cpu().clone()
         state["local_std"] = self.local_std.detach().cpu().clone()
@@ -442,7 +412,7 @@ class Glance(Detector):
             state.update({"teacher." + k: v.detach().cpu().clone() for k, v in self.teacher.state_dict().items()})
         return state
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def _load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore from :meth:`state_dict`; a missing, unexpected or mis-shaped tensor raises DetectorError."""
         decoder_weight = state.get("decoder.weight")
         if decoder_weight is None or decoder_weight.ndim != 2:
@@ -460,4 +430,3 @@ class Glance(Detector):
             module.eval()
         self.local_mean = state["local_mean"].float().to(self.device)
         self.local_std = state["local_std"].float().to(self.device)
-        self._fitted = True

@@ -28,15 +28,12 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Literal, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from detectors.backbones import FeatureExtractor, frozen_feature_extractor
-from detectors.base import Detector, Prediction, ProgressCallback
-from detectors.device import autocast_context, grad_scaler, resolve_device
-from detectors.errors import DetectorError
+from detectors.backbones import FeatureExtractor
+from detectors.base import Detector, DetectorConfig, ProgressCallback
 from detectors.registry import register
 from detectors.image_ops import check_batch, gaussian_blur
 from detectors.model_io import check_loose_tensors, check_state_shapes, reject_unknown_tensors
@@ -50,20 +47,14 @@ from detectors.simplenet.model import (
 )
 
 
-
-class SimpleNetConfig(BaseModel):
+class SimpleNetConfig(DetectorConfig):
     """SimpleNet's configuration. Method defaults are the reference recipe (DonaldRR/SimpleNet ``run.sh``).
 
     The backbone default is ``tf_efficientnet_lite0`` with offline ImageNet weights because it works without
     a network; the reference backbone is ``wide_resnet50_2`` (``pretrained: hub`` or a local weights file).
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    backbone: str = Field("tf_efficientnet_lite0", description="timm model name of the frozen backbone")
-    pretrained: str = Field("offline", description="offline | hub | none | path to a state-dict file")
     layers: list[int] = Field(default_factory=lambda: [2, 3], min_length=1, description="timm out_indices")
-    image_size: int = Field(256, ge=32, le=4096, description="input side in pixels (images are S x S)")
     patch_size: int = Field(3, ge=1, le=9, description="neighbourhood of the local feature aggregation")
     pretrain_dim: int = Field(1536, ge=8, description="per-layer pooled feature length")
     target_dim: int = Field(1536, ge=8, description="aggregated feature length D (adaptor is D x D)")
@@ -84,10 +75,6 @@ class SimpleNetConfig(BaseModel):
     blur_sigma: float = Field(4.0, ge=0, description="Gaussian blur of the upsampled map, pixels")
     cache_features: Literal["auto", "always", "never"] = "auto"
     cache_limit_mb: float = Field(4096, gt=0, description="auto caches when the cache fits in this")
-    inference_batch_size: int = Field(16, ge=1, description="images per backbone pass (extraction/predict)")
-    mixed_precision: bool = Field(True, description="autocast on CUDA (no effect on CPU)")
-    device: str = "auto"
-    seed: int = 0
 
 
 def _finish_stats(total: torch.Tensor, total_sq: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +101,8 @@ class SimpleNet(Detector):
     """SimpleNet (Liu et al. 2023): adapted backbone patch features vs. Gaussian-perturbed ones."""
 
     name: ClassVar[str] = "simplenet"
-    config_class: ClassVar[type[BaseModel]] = SimpleNetConfig
+    config_class: ClassVar[type[DetectorConfig]] = SimpleNetConfig
+    config: SimpleNetConfig
     #: Trains in a few seconds on a few 64-px images (contract tests, quick demos): standardised features,
     #: larger noise and 10x learning rates so that 64 tiny steps visibly learn.
     smoke_config: ClassVar[dict[str, Any]] = {
@@ -134,26 +122,24 @@ class SimpleNet(Detector):
 
     def __init__(self, config: SimpleNetConfig) -> None:
         super().__init__(config)
-        self.device = resolve_device(config.device)
-        self._backbone: Optional[FeatureExtractor] = None
         self._aggregator: Optional[FeatureAggregator] = None
         self.adaptor: Optional[Adaptor] = None
         self.discriminator: Optional[Discriminator] = None
         self._norm: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (mean (D,), std (D,))
-        self._fitted = False
 
     # ----------------------------------------------------------------------------------------- modules
     @property
     def backbone(self) -> FeatureExtractor:
         """The frozen feature extractor (created on first use; may raise BackboneError)."""
-        if self._backbone is None:
+        return self._frozen_backbone(self.config.layers)
+
+    @property
+    def aggregator(self) -> FeatureAggregator:
+        """The parameter-free local feature aggregation of the backbone's layers (created on first use)."""
+        if self._aggregator is None:
             cfg = self.config
-            extractor = frozen_feature_extractor(cfg.backbone, cfg.layers, cfg.pretrained, self.device, cfg.seed)
-            self._backbone = extractor
-            self._aggregator = FeatureAggregator(
-                extractor.channels, cfg.pretrain_dim, cfg.target_dim, cfg.patch_size
-            )
-        return self._backbone
+            self._aggregator = FeatureAggregator(self.backbone.channels, cfg.pretrain_dim, cfg.target_dim, cfg.patch_size)
+        return self._aggregator
 
     def _build_heads(self) -> None:
         cfg = self.config
@@ -162,23 +148,18 @@ class SimpleNet(Detector):
             self.adaptor = Adaptor(cfg.target_dim).to(self.device)
             self.discriminator = Discriminator(cfg.target_dim, cfg.hidden_dim).to(self.device)
 
-    def _autocast(self):
-        return autocast_context(self.device, self.config.mixed_precision)
-
     # ------------------------------------------------------------------------------------ validation
     def _check_images(self, images: Any, where: str) -> torch.Tensor:
         """Check a (B,3,S,S) float batch in [0,1]; raise ImageSetError with one line otherwise."""
-        return check_batch(images, self.config.image_size, "SimpleNet", where)
+        return check_batch(images, image_size=self.config.image_size, method=self.name, where=where)
 
     # -------------------------------------------------------------------------------------- features
     @torch.no_grad()
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,S,S) in [0,1] -> aggregated local features (B, h, w, D) float32 on the device."""
-        backbone = self.backbone
-        assert self._aggregator is not None
         with self._autocast():
-            maps = backbone(images.to(self.device, dtype=torch.float32))
-        feats = self._aggregator([m.float() for m in maps])
+            maps = self.backbone(images.to(self.device, dtype=torch.float32))
+        feats = self.aggregator([m.float() for m in maps])
         if self._norm is not None:
             mean, std = self._norm
             feats = (feats - mean) / std
@@ -192,35 +173,15 @@ class SimpleNet(Detector):
         return int(first.shape[2]), int(first.shape[3])
 
     # ------------------------------------------------------------------------------------------ fit
-    def fit(
-        self,
-        train: Any,
-        val: Optional[Any] = None,
-        progress: Optional[ProgressCallback] = None,
-    ) -> dict[str, Any]:
-        """Train adaptor + discriminator on good images for the fixed schedule.
-
-        ``train``: an ImageSet (or sequence of Samples, or a (N,3,S,S) tensor) of good images, S =
-        ``image_size``. ``val`` (optional, same forms) is only scored after training to report statistics
-        of its image scores; it never influences training. Returns ``{"loss": [per meta-epoch mean], ...,
-        "train_seconds": ...}``.
-        """
-        previous = (self.adaptor, self.discriminator, self._norm, self._fitted)
-        try:
-            return self._fit(train, val, progress)
-        except BaseException:
-            # Nothing half-trained survives a failure: the previous model (or none) stays in place.
-            self.adaptor, self.discriminator, self._norm, self._fitted = previous
-            raise
-
-    def _fit(self, train: Any, val: Optional[Any], progress: Optional[ProgressCallback]) -> dict[str, Any]:
+    def _fit(self, train: Any, progress: ProgressCallback) -> dict[str, Any]:
+        """Train adaptor + discriminator on good images for the fixed schedule. Returns ``{"loss": [per
+        meta-epoch mean], "p_normal", "p_anomalous", ..., "train_seconds": ...}``."""
         cfg = self.config
         t_start = time.perf_counter()
-        images = TrainImages(train, "training", "SimpleNet", cfg.image_size)
+        images = TrainImages(train, method=self.name, role="training", image_size=cfg.image_size)
         n = len(images)
-        self._fitted = False
         total_epochs = cfg.meta_epochs * cfg.epochs_per_meta
-        report = progress or (lambda done, total, message: None)
+        report = progress
 
         # Fresh heads and generators from the seed: fit() twice with one seed gives the same model.
         self._build_heads()
@@ -265,7 +226,7 @@ class SimpleNet(Detector):
             lr=cfg.discriminator_lr,
             weight_decay=cfg.discriminator_weight_decay,
         )
-        scaler = grad_scaler(self.device, cfg.mixed_precision)
+        scaler = self._grad_scaler()
 
         self.adaptor.train()
         self.discriminator.train()
@@ -304,7 +265,6 @@ class SimpleNet(Detector):
         train_s = time.perf_counter() - t_train
         self.adaptor.eval()
         self.discriminator.eval()
-        self._fitted = True
         del cache
 
         stats: dict[str, Any] = {
@@ -321,8 +281,6 @@ class SimpleNet(Detector):
             "device": str(self.device),
             "seed": cfg.seed,
         }
-        if val is not None:
-            stats["val"] = self._score_stats(TrainImages(val, "validation", "SimpleNet", cfg.image_size))
         return stats
 
     @torch.no_grad()
@@ -369,58 +327,33 @@ class SimpleNet(Detector):
             pa = (anomalous_scores < -m).float().mean()
         return loss.detach(), pn, pa
 
-    def _score_stats(self, images: TrainImages) -> dict[str, float]:
-        scores = []
-        for start in range(0, len(images), self.config.inference_batch_size):
-            idx = list(range(start, min(len(images), start + self.config.inference_batch_size)))
-            scores.append(self.predict(images.batch(idx)).score)
-        s = np.concatenate(scores)
-        return {
-            "n": int(s.size),
-            "score_mean": float(s.mean()),
-            "score_std": float(s.std()),
-            "score_q99": float(np.quantile(s, 0.99)),
-            "score_max": float(s.max()),
-        }
-
     # -------------------------------------------------------------------------------------- predict
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> Prediction:
-        """Score (B,3,S,S) float images in [0,1] -> Prediction(score (B,), anomaly_map (B,S,S)).
+    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b,3,S,S) float32 in [0,1] on the device -> (scores (b,), maps (b,S,S)).
 
         Patch score = -D(adaptor(feature)); the (h,w) patch map is bilinearly upsampled to S x S and blurred
-        with a Gaussian of ``blur_sigma`` pixels; the image score is the map's maximum.
+        with a Gaussian of ``blur_sigma`` pixels; the image score is the map's maximum. Traceable.
         """
-        if not self._fitted:
-            raise DetectorError("simplenet: predict() called before fit() or load()")
-        images = self._check_images(images, "predict")
         assert self.adaptor is not None and self.discriminator is not None
-        self.adaptor.eval()
-        self.discriminator.eval()
         s = self.config.image_size
-        maps = []
-        for start in range(0, images.shape[0], self.config.inference_batch_size):
-            batch = images[start : start + self.config.inference_batch_size]
-            feats = self._features(batch)  # (b, h, w, D)
-            b, h, w, d = feats.shape
-            with self._autocast():
-                patch = -self.discriminator(self.adaptor(feats.reshape(-1, d)))
-            patch = patch.float().reshape(b, 1, h, w)
-            up = F.interpolate(patch, size=(s, s), mode="bilinear", align_corners=False).squeeze(1)
-            maps.append(gaussian_blur(up, self.config.blur_sigma))
-        anomaly_map = torch.cat(maps) if maps else torch.zeros((0, s, s))
-        score = anomaly_map.amax(dim=(1, 2)) if len(anomaly_map) else torch.zeros(0)
-        return Prediction(score=score.cpu().numpy(), anomaly_map=anomaly_map.cpu().numpy())
+        feats = self._features(images)  # (b, h, w, D)
+        b, h, w, d = feats.shape
+        with self._autocast():
+            patch = -self.discriminator(self.adaptor(feats.reshape(-1, d)))
+        patch = patch.float().reshape(b, 1, h, w)
+        up = F.interpolate(patch, size=(s, s), mode="bilinear", align_corners=False).squeeze(1)
+        maps = gaussian_blur(up, self.config.blur_sigma)
+        return maps.amax(dim=(1, 2)), maps
 
     # --------------------------------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def _state_dict(self) -> dict[str, torch.Tensor]:
         """Adaptor and discriminator tensors (incl. BatchNorm running stats), on CPU.
 
         With ``pretrained: none`` the (random) backbone weights are included too, so a saved model
         does not depend on how the random initialisation is reproduced.
         """
-        if not self._fitted or self.adaptor is None or self.discriminator is None:
-            raise DetectorError("simplenet: state_dict() called before fit() or load()")
+        assert self.adaptor is not None and self.discriminator is not None
         state: dict[str, torch.Tensor] = {}
         for prefix, module in (("adaptor.", self.adaptor), ("discriminator.", self.discriminator)):
             for key, value in module.state_dict().items():
@@ -433,7 +366,7 @@ class SimpleNet(Detector):
                 state["backbone." + key] = value.detach().cpu().clone()
         return state
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def _load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore adaptor + discriminator (and a random backbone) from :meth:`state_dict`'s output.
 
         Missing, unexpected or mis-shaped tensors raise DetectorError naming the first offending key.
@@ -458,4 +391,3 @@ class SimpleNet(Detector):
         reject_unknown_tensors(state, list(modules), loose, "simplenet")
         self.adaptor.eval()
         self.discriminator.eval()
-        self._fitted = True

@@ -20,11 +20,10 @@ from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from detectors.backbones import FeatureExtractor, create_feature_extractor
-from detectors.base import Detector, Prediction, ProgressCallback
-from detectors.device import autocast_context, grad_scaler, resolve_device
+from detectors.base import Detector, DetectorConfig, ProgressCallback
 from detectors.errors import DetectorError
 from detectors.registry import register
 from detectors.slsg.gptnet import GPTNet, PatchDiscriminator, generator_loss, inpainting_mask, lsgan_discriminator_loss
@@ -35,7 +34,6 @@ from detectors.train_images import StackedTrainImages
 from detectors.training import (
     CheckpointStore,
     batch_indices,
-    check_batch,
     fingerprint,
     optimizer_to,
     prefetch,
@@ -43,14 +41,12 @@ from detectors.training import (
 )
 
 
-class SLSGConfig(BaseModel):
+class SLSGConfig(DetectorConfig):
     """SLSG's configuration; defaults are the paper's (256 px, 8x8 grid at 80 %, large masks 40-150 px, GPT-Net
     40 epochs batch 6 lr 1e-3 / 6e-4 weights 1, 0.8, 1; SegNet 3500 iterations, 4 + 4 images, SGD lr 0.04,
     focal gamma 4, weights 0.4, 0.6, 0.3; top-100 image score; top-K 9). The paper's encoder is ResNet-18
     (``backbone: resnet18`` with ``pretrained: hub`` or a weights file); the default is tf_efficientnet_lite0,
     whose ImageNet weights are available offline."""
-
-    model_config = ConfigDict(extra="forbid")
 
     backbone: str = Field("tf_efficientnet_lite0", description="timm encoder with 5 levels (strides 2..32)")
     pretrained: str = Field("offline", description="initial encoder weights: offline | hub | none | file path")
@@ -93,13 +89,10 @@ class SLSGConfig(BaseModel):
     foreground: Literal["auto", "none"] = Field("auto", description="auto: restrict simulated anomalies to the foreground")
     # ---- scoring and running
     top_k_pixels: int = Field(100, ge=1, description="image score = mean of the top-k map values")
-    inference_batch_size: int = Field(8, ge=1)
+    inference_batch_size: int = Field(8, ge=1, description="images per forward pass in predict")
     checkpoint_dir: Optional[str] = Field(None, description="folder for the resumable training checkpoint")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
-    mixed_precision: bool = Field(True, description="autocast on CUDA (no effect on CPU)")
     prefetch_workers: int = Field(2, ge=0, description="threads simulating anomalies ahead of training (0: inline)")
-    device: str = "auto"
-    seed: int = 0
 
     @field_validator("sg_position_dim")
     @classmethod
@@ -144,7 +137,8 @@ class SLSG(Detector):
     """SLSG: GPT-Net masked-inpainting pre-training, then SegNet on simulated structural/logical anomalies."""
 
     name: ClassVar[str] = "slsg"
-    config_class: ClassVar[type[BaseModel]] = SLSGConfig
+    config_class: ClassVar[type[DetectorConfig]] = SLSGConfig
+    config: SLSGConfig
     #: Seconds on CPU: 64 px, tiny decoder, one pre-training step, a few SegNet steps.
     smoke_config: ClassVar[dict[str, Any]] = {
         "image_size": 64,
@@ -166,7 +160,6 @@ class SLSG(Detector):
 
     def __init__(self, config: SLSGConfig) -> None:
         super().__init__(config)
-        self.device = resolve_device(config.device)
         self.net: Optional[SegNet] = None
 
     # ------------------------------------------------------------------------------------- modules
@@ -197,26 +190,22 @@ class SLSG(Detector):
             disc = PatchDiscriminator(cfg.discriminator_width)
         return gpt.to(self.device), disc.to(self.device)
 
-    def _autocast(self):
-        return autocast_context(self.device, self.config.mixed_precision)
-
     def _seg_lr(self, t: int) -> float:
         """SGD learning rate at SegNet step ``t``: cosine annealing to 0 with warm restarts."""
         period = self.config.restart_period
         return 0.5 * self.config.seg_lr * (1 + math.cos(math.pi * (t % period) / period))
 
     # ----------------------------------------------------------------------------------------- fit
-    def fit(self, train: Any, val: Optional[Any] = None, progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
-        """Both stages on good images (ImageSet / Samples / (N,3,S,S) tensor); resumes from ``checkpoint_dir``
-        when it holds this run's checkpoint. ``val`` is only scored afterwards.
+    def _fit(self, train: Any, progress: ProgressCallback) -> dict[str, Any]:
+        """Both stages on good images; resumes from ``checkpoint_dir`` when it holds this run's checkpoint.
         Returns ``{"gpt_loss": [...], "seg_loss": [...], "steps", "resumed_from", "train_seconds", ...}``."""
         cfg = self.config
         t0 = time.perf_counter()
-        images = StackedTrainImages(train, cfg.image_size, "SLSG")
+        images = StackedTrainImages(train, method=self.name, image_size=cfg.image_size)
         n = len(images)
         gpt_steps = cfg.gpt_epochs * math.ceil(n / cfg.gpt_batch_size)
         total = gpt_steps + cfg.seg_iterations
-        report = progress or (lambda done, total, message: None)
+        report = progress
         store = CheckpointStore(cfg.checkpoint_dir, "slsg", fingerprint(cfg, images))
         saved = store.load()
         start = int(saved["step"]) if saved is not None else 0
@@ -232,7 +221,7 @@ class SLSG(Detector):
             gpt, disc = self._gpt(encoder)
             opt_g = torch.optim.Adam([p for p in gpt.parameters() if p.requires_grad], lr=cfg.lr_generator, betas=cfg.adam_betas)
             opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_discriminator, betas=cfg.adam_betas)
-            scaler = grad_scaler(self.device, cfg.mixed_precision)
+            scaler = self._grad_scaler()
             if saved is not None:
                 gpt.load_state_dict(saved["gpt"])
                 disc.load_state_dict(saved["disc"])
@@ -295,7 +284,7 @@ class SLSG(Detector):
                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         if start > gpt_steps:
             opt_s.load_state_dict(optimizer_to(saved["opt_s"], self.device))
-        scaler = grad_scaler(self.device, cfg.mixed_precision)
+        scaler = self._grad_scaler()
         settings = SimulationSettings(
             logical_probability=cfg.logical_probability, texture_probability=cfg.texture_probability,
             transparency=tuple(cfg.transparency), restrict_to_foreground=cfg.foreground == "auto",
@@ -354,36 +343,27 @@ class SLSG(Detector):
             "n_train": n,
             "train_seconds": time.perf_counter() - t0,
         }
-        if val is not None:
-            val_images = StackedTrainImages(val, cfg.image_size, "SLSG", role="validation").images
-            scores = self.predict(val_images).score
-            stats["val_score_mean"] = float(scores.mean())
-            stats["val_score_max"] = float(scores.max())
         return stats
 
     # ------------------------------------------------------------------------------------- predict
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> Prediction:
-        """(B, 3, S, S) float in [0, 1] -> Prediction(score (B,) = top-k mean, anomaly_map (B, S, S) in [0, 1])."""
-        if self.net is None:
-            raise DetectorError("slsg: predict called before fit or load")
-        images = check_batch(images, self.config.image_size, "slsg predict", "SLSG")
-        maps = []
-        for start in range(0, images.shape[0], self.config.inference_batch_size):
-            batch = images[start : start + self.config.inference_batch_size].to(self.device)
-            with self._autocast():
-                logits, _ = self.net(batch)
-            maps.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
-        anomaly = torch.cat(maps)
-        return Prediction(score=top_k_mean(anomaly, self.config.top_k_pixels).numpy(), anomaly_map=anomaly.numpy())
+    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, 3, S, S) float32 in [0, 1] on the device -> (scores (b,) = mean of the ``top_k_pixels``
+        highest map values, maps (b, S, S) = P(anomalous) in [0, 1]). Traceable."""
+        assert self.net is not None
+        with self._autocast():
+            logits, _ = self.net(images)
+        anomaly = torch.softmax(logits.float(), dim=1)[:, 1]
+        return top_k_mean(anomaly, self.config.top_k_pixels), anomaly
 
     # --------------------------------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if self.net is None:
-            raise DetectorError("slsg: nothing to save before fit")
+    def _state_dict(self) -> dict[str, torch.Tensor]:
+        """SegNet's tensors (its encoder included), prefixed ``seg.``, on the CPU."""
+        assert self.net is not None
         return {f"seg.{k}": v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def _load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Rebuild SegNet from :meth:`_state_dict`'s output (every encoder tensor comes from it)."""
         net = self._segnet(self._encoder("none"))  # every encoder tensor comes from the state
         part = check_state_shapes("seg.", net, state, "slsg")
         reject_unknown_tensors(state, ["seg."], [], "slsg")

@@ -16,13 +16,11 @@ import math
 import time
 from typing import Any, ClassVar, Optional
 
-import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from detectors.backbones import create_feature_extractor
-from detectors.base import Detector, Prediction, ProgressCallback
-from detectors.device import autocast_context, grad_scaler, resolve_device
+from detectors.base import Detector, DetectorConfig, ProgressCallback
 from detectors.errors import DetectorError
 from detectors.registry import register
 from detectors.tsdn.model import TSDNNet, tsdn_losses
@@ -33,7 +31,6 @@ from detectors.train_images import StackedTrainImages
 from detectors.training import (
     CheckpointStore,
     batch_indices,
-    check_batch,
     fingerprint,
     optimizer_to,
     prefetch,
@@ -41,16 +38,13 @@ from detectors.training import (
 )
 
 
-class TSDNConfig(BaseModel):
+class TSDNConfig(DetectorConfig):
     """TSDN's configuration; defaults are the paper's where it gives them (352 px, N_s 400, S_s 50, Adam 7e-5,
     loss weights 1, 0.5, 1, 1, 5e-5). The paper's encoder is EfficientNet-B5 (``backbone: efficientnet_b5``
     with ``pretrained: hub`` or a weights file); the default is tf_efficientnet_lite0, whose ImageNet weights
     are available offline. Widths, epochs and batch size are not given by the paper."""
 
-    model_config = ConfigDict(extra="forbid")
-
     backbone: str = Field("tf_efficientnet_lite0", description="timm encoder (5 levels, strides 2..32), fine-tuned")
-    pretrained: str = Field("offline", description="offline | hub | none | path to a state-dict file")
     train_encoder: bool = Field(True, description="fine-tune the encoder (False: frozen, faster)")
     image_size: int = Field(352, ge=64, le=2048, description="input side S in pixels")
     channels: int = Field(256, ge=4, description="channels C of F_1/32 after the 1x1 reduction")
@@ -71,16 +65,13 @@ class TSDNConfig(BaseModel):
     epochs: int = Field(100, ge=1, description="passes over the training images")
     batch_size: int = Field(8, ge=1)
     blur_sigma: float = Field(4.0, ge=0, description="Gaussian blur of the difference map, pixels")
-    inference_batch_size: int = Field(8, ge=1)
+    inference_batch_size: int = Field(8, ge=1, description="images per forward pass in predict")
     checkpoint_dir: Optional[str] = Field(None, description="folder for the resumable training checkpoint")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
-    mixed_precision: bool = Field(True, description="autocast on CUDA (no effect on CPU)")
     normal_skip_levels: int = Field(
         4, ge=0, le=4, description="encoder skips fed to DCD_N, deepest first (paper: all 4; fewer = ablation)"
     )
     prefetch_workers: int = Field(2, ge=0, description="threads preparing SURF batches ahead (0: inline)")
-    device: str = "auto"
-    seed: int = 0
 
     @field_validator("decoder_widths")
     @classmethod
@@ -102,7 +93,8 @@ class TSDN(Detector):
     """TSDN (two-stream decoder with feature normality estimator) trained with superpixel random filling."""
 
     name: ClassVar[str] = "tsdn"
-    config_class: ClassVar[type[BaseModel]] = TSDNConfig
+    config_class: ClassVar[type[DetectorConfig]] = TSDNConfig
+    config: TSDNConfig
     #: Seconds on CPU: 64 px, frozen encoder, tiny widths, few superpixels, larger learning rate.
     smoke_config: ClassVar[dict[str, Any]] = {
         "train_encoder": False,
@@ -122,7 +114,6 @@ class TSDN(Detector):
 
     def __init__(self, config: TSDNConfig) -> None:
         super().__init__(config)
-        self.device = resolve_device(config.device)
         self.net: Optional[TSDNNet] = None
 
     # --------------------------------------------------------------------------------------- modules
@@ -138,25 +129,21 @@ class TSDN(Detector):
                 raise DetectorError(f"tsdn: backbone '{cfg.backbone}': {exc}") from None
         return net.to(self.device)
 
-    def _autocast(self):
-        return autocast_context(self.device, self.config.mixed_precision)
-
     # ------------------------------------------------------------------------------------------- fit
-    def fit(self, train: Any, val: Optional[Any] = None, progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
-        """Train on good images (ImageSet / Samples / (N,3,S,S) tensor) for ``epochs``; resumes from
-        ``checkpoint_dir`` when it holds this run's checkpoint. ``val`` is only scored afterwards.
-        Returns ``{"loss": [per-step total], "steps", "resumed_from", "train_seconds", ...}``."""
+    def _fit(self, train: Any, progress: ProgressCallback) -> dict[str, Any]:
+        """Train on good images for ``epochs``; resumes from ``checkpoint_dir`` when it holds this run's
+        checkpoint. Returns ``{"loss": [per-step total], "steps", "resumed_from", "train_seconds", ...}``."""
         cfg = self.config
         t0 = time.perf_counter()
-        images = StackedTrainImages(train, cfg.image_size, "TSDN")
+        images = StackedTrainImages(train, method=self.name, image_size=cfg.image_size)
         n = len(images)
         per_epoch = math.ceil(n / cfg.batch_size)
         total = cfg.epochs * per_epoch
-        report = progress or (lambda done, total, message: None)
+        report = progress
 
         net = self._build(cfg.pretrained)
         optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
-        scaler = grad_scaler(self.device, cfg.mixed_precision)
+        scaler = self._grad_scaler()
         store = CheckpointStore(cfg.checkpoint_dir, "tsdn", fingerprint(cfg, images))
         history: list[float] = []
         start = 0
@@ -211,12 +198,6 @@ class TSDN(Detector):
             "n_train": n,
             "train_seconds": time.perf_counter() - t0,
         }
-        if val is not None:
-            val_images = StackedTrainImages(val, cfg.image_size, "TSDN", role="validation").images
-            scores = np.concatenate([self.predict(val_images[i : i + cfg.inference_batch_size]).score
-                                     for i in range(0, len(val_images), cfg.inference_batch_size)])
-            stats["val_score_mean"] = float(scores.mean())
-            stats["val_score_max"] = float(scores.max())
         return stats
 
     # --------------------------------------------------------------------------------------- predict
@@ -228,37 +209,37 @@ class TSDN(Detector):
     @torch.no_grad()
     def streams(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) in [0, 1] -> (DCD_N's reconstruction R (B, 3, S, S), DCD_A's mask M' (B, S, S) in
-        [0, 1]), float32 on the CPU, in batches of ``inference_batch_size``."""
-        if self.net is None:
-            raise DetectorError("tsdn: predict called before fit or load")
-        images = check_batch(images, self.config.image_size, "tsdn predict", "TSDN")
-        recons, masks = [], []
-        for start in range(0, images.shape[0], self.config.inference_batch_size):
-            batch = images[start : start + self.config.inference_batch_size].to(self.device)
-            with self._autocast():
-                out = self.net(batch)
-            recons.append(out["reconstruction"].float().cpu())
-            masks.append(torch.sigmoid(out["mask_logits"].float()).cpu()[:, 0])
-        return torch.cat(recons), torch.cat(masks)
+        [0, 1]), float32 on the CPU (checked and batched as :meth:`predict`)."""
+        recon, mask = self._in_batches(images, self._streams, call="streams")
+        return recon.cpu(), mask.cpu()
+
+    def _streams(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, 3, S, S) on the device -> (R (b, 3, S, S), M' (b, S, S)) float32 on the device."""
+        assert self.net is not None
+        with self._autocast():
+            out = self.net(images)
+        return out["reconstruction"].float(), torch.sigmoid(out["mask_logits"].float())[:, 0]
 
     def error_maps(self, images: torch.Tensor, recon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(raw per-pixel L2 norm over RGB of I - R, its Gaussian blur = the score map), both (B, S, S)."""
-        error = torch.linalg.vector_norm(images.float().cpu() - recon, dim=1)
+        """(raw per-pixel L2 norm over RGB of I - R, its Gaussian blur = the score map), both (B, S, S), on
+        the device of ``images`` and ``recon``."""
+        error = torch.linalg.vector_norm(images.float() - recon, dim=1)
         return error, gaussian_blur(error, self.config.blur_sigma, truncate=3.0)  # TSDN: kernel radius 3 sigma
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> Prediction:
-        """(B, 3, S, S) float in [0, 1] -> Prediction(score (B,) = map max, anomaly_map (B, S, S))."""
-        _, maps = self.error_maps(images, self.reconstruct(images))
-        return Prediction(score=maps.flatten(1).amax(dim=1).numpy(), anomaly_map=maps.numpy())
+    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, 3, S, S) float32 in [0, 1] on the device -> (scores (b,) = map max, maps (b, S, S)). Traceable."""
+        _, maps = self.error_maps(images, self._streams(images)[0])
+        return maps.flatten(1).amax(dim=1), maps
 
     # ----------------------------------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if self.net is None:
-            raise DetectorError("tsdn: nothing to save before fit")
+    def _state_dict(self) -> dict[str, torch.Tensor]:
+        """The network's tensors (encoder included: it is fine-tuned), prefixed ``net.``, on the CPU."""
+        assert self.net is not None
         return {f"net.{k}": v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def _load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Rebuild the network from :meth:`_state_dict`'s output (every encoder tensor comes from it)."""
         net = self._build("none")  # every encoder tensor comes from the state
         part = check_state_shapes("net.", net, state, "tsdn")
         reject_unknown_tensors(state, ["net."], [], "tsdn")

@@ -1,7 +1,7 @@
 """Shared fixtures of the detector tests, and a tiny test-only detector that exercises the harness.
 
 ``_contract_reference`` is a per-pixel Gaussian model (mean and std of every pixel over the good training
-images; map = mean over channels of the squared z-score). It is registered only while a test that asks for
+images; map = mean over channels of the squared z-score), written on the detector skeleton like a method. It is registered only while a test that asks for
 the ``contract_registry`` fixture runs, so ``detectors.available()`` outside the tests never lists it.
 """
 from __future__ import annotations
@@ -12,69 +12,59 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import pytest
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from detectors import registry
-from detectors.base import Detector, Prediction
-from detectors.errors import DetectorError, ImageSetError
-from detectors.imagesets import check_images
+from detectors.base import Detector, DetectorConfig
+from detectors.train_images import StackedTrainImages
 
 REFERENCE_NAME = "_contract_reference"
 OTHER_REFERENCE_NAME = "_contract_reference_other"
 DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-class ReferenceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ReferenceConfig(DetectorConfig):
     eps: float = Field(1e-2, gt=0, description="added to the per-pixel std (avoids division by zero)")
-    seed: int = 0
+    image_size: int = Field(64, ge=4, le=4096, description="input side S in pixels (any size: no backbone)")
 
 
 class ReferenceGaussianDetector(Detector):
-    """Per-pixel Gaussian anomaly model on images of one fixed size (tests only)."""
+    """Per-pixel Gaussian anomaly model on images of ``image_size`` (tests only): the smallest method on the
+    detector skeleton (``_fit``, ``_score_batch``, ``_state_dict``, ``_load_state_dict``)."""
 
     name: ClassVar[str] = REFERENCE_NAME
-    config_class: ClassVar[type[BaseModel]] = ReferenceConfig
-    smoke_config: ClassVar[dict] = {}
+    config_class: ClassVar[type[DetectorConfig]] = ReferenceConfig
+    smoke_config: ClassVar[dict] = {"device": "cpu"}
 
     def __init__(self, config: ReferenceConfig) -> None:
         super().__init__(config)
         self.mean: Optional[torch.Tensor] = None
         self.std: Optional[torch.Tensor] = None
 
-    def fit(self, train: Any, val: Any = None, progress: Any = None) -> dict[str, Any]:
-        images = train.stack_images()  # raises ImageSetError on an empty set
+    def _fit(self, train: Any, progress: Any) -> dict[str, Any]:
+        images = StackedTrainImages(train, method=self.name, image_size=self.config.image_size).images
+        images = images.to(self.device)
         self.mean = images.mean(dim=0)
         self.std = images.std(dim=0, unbiased=False)
-        if progress is not None:
-            progress(1, 1, "fitted")
+        progress(1, 1, "fitted")
         return {"n_train": int(images.shape[0])}
 
-    def predict(self, images: torch.Tensor) -> Prediction:
-        if self.mean is None or self.std is None:
-            raise DetectorError(f"{self.name}: predict called before fit or load")
-        images = check_images(images)
-        if tuple(images.shape[-2:]) != tuple(self.mean.shape[-2:]):
-            raise ImageSetError(
-                f"{self.name}: images are {tuple(images.shape[-2:])}, the model was fitted on "
-                f"{tuple(self.mean.shape[-2:])}"
-            )
+    def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = (images - self.mean) / (self.std + self.config.eps)
         maps = (z**2).mean(dim=1)
-        return Prediction(score=maps.flatten(1).amax(dim=1).numpy(), anomaly_map=maps.numpy())
+        return maps.flatten(1).amax(dim=1), maps
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if self.mean is None or self.std is None:
-            raise DetectorError(f"{self.name}: nothing to save before fit")
-        return {"mean": self.mean.clone(), "std": self.std.clone()}
+    def _state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean.cpu().clone(), "std": self.std.cpu().clone()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def _load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if set(state) != {"mean", "std"}:
             raise KeyError(f"expected keys mean, std; got {sorted(state)}")
-        if state["mean"].ndim != 3 or state["mean"].shape != state["std"].shape:
+        s = self.config.image_size
+        if tuple(state["mean"].shape) != (3, s, s) or state["mean"].shape != state["std"].shape:
             raise ValueError(f"bad shapes {tuple(state['mean'].shape)} / {tuple(state['std'].shape)}")
-        self.mean = state["mean"].float()
-        self.std = state["std"].float()
+        self.mean = state["mean"].float().to(self.device)
+        self.std = state["std"].float().to(self.device)
 
 
 class OtherReferenceDetector(ReferenceGaussianDetector):

@@ -1,6 +1,9 @@
 """The contract every registered detector keeps (parametrised over ``detectors.available()``).
 
 Each detector class's ``smoke_config`` makes it train in seconds on six 64-px synthetic textured images.
+The skeleton's promises (detectors/base.py) are checked here for every method: a failed fit or load keeps
+the previous model, one not-fitted error, predict's batching, one validation schema, and the
+``InferenceModule`` computing exactly what ``predict`` does.
 The test-only ``_contract_reference`` detector (tests/detectors/conftest.py) is always included, so the
 harness itself (model directories, tiling) is exercised even before any real method is registered.
 """
@@ -19,6 +22,7 @@ from detectors import registry
 from detectors.base import Detector
 from detectors.errors import DetectorConfigError, DetectorError, ImageSetError, ModelDirectoryError
 from detectors.imagesets import InMemoryImageSet
+from detectors.inference import InferenceModule
 from detectors.model_io import load_detector
 from detectors.synthetic import add_defect, synthetic_imageset, textured_images
 from detectors.tiling import predict_tiled
@@ -201,3 +205,118 @@ def test_tiled_prediction_of_a_larger_capture(name: str) -> None:
     assert prediction.anomaly_map.shape == (1, SIZE, SIZE + 32)
     assert np.isfinite(prediction.anomaly_map).all()
     assert prediction.score[0] == pytest.approx(prediction.anomaly_map[0].max())
+
+
+def _probe_batch() -> torch.Tensor:
+    """(3, 3, 64, 64): the probe and two defective copies of it."""
+    probe = _probe()
+    return torch.stack([probe, add_defect(probe, "patch", seed=3)[0], add_defect(probe, "blob", seed=5)[0]])
+
+
+def _assert_same_prediction(after: Any, before: Any) -> None:
+    np.testing.assert_array_equal(after.score, before.score)
+    np.testing.assert_array_equal(after.anomaly_map, before.anomaly_map)
+
+
+class _Interrupted(Exception):
+    """Raised by :func:`_interrupt`: a training run that fails after its model was (re)built."""
+
+
+def _interrupt(done: int, total: int, message: str) -> None:
+    raise _Interrupted(message)
+
+
+def test_a_failed_fit_keeps_the_previous_model(name: str) -> None:
+    detector, _ = _fitted(name)
+    images = _probe_batch()
+    before, state = detector.predict(images), detector.state_dict()
+    with pytest.raises(_Interrupted):  # the first progress report comes after the new modules are built
+        detector.fit(_train_set(), progress=_interrupt)
+    _assert_same_prediction(detector.predict(images), before)
+    after = detector.state_dict()
+    assert sorted(after) == sorted(state) and all(torch.equal(after[k], state[k]) for k in state)
+
+
+def test_a_failed_first_fit_leaves_the_detector_unfitted(name: str) -> None:
+    detector = _smoke(name)
+    with pytest.raises(_Interrupted):
+        detector.fit(_train_set(), progress=_interrupt)
+    assert not detector.fitted
+    with pytest.raises(DetectorError, match=r"predict\(\) called before fit\(\) or load\(\)"):
+        detector.predict(_probe_batch())
+
+
+def test_a_failed_load_keeps_the_previous_model(name: str) -> None:
+    detector, _ = _fitted(name)
+    images = _probe_batch()
+    before, state = detector.predict(images), detector.state_dict()
+    for key in (sorted(state)[0], sorted(state)[-1]):  # a tensor missing at the start or at the end
+        broken = {k: v for k, v in state.items() if k != key}
+        with pytest.raises((DetectorError, KeyError)):
+            detector.load_state_dict(broken)
+        _assert_same_prediction(detector.predict(images), before)
+
+
+def test_one_not_fitted_error(name: str) -> None:
+    detector = _smoke(name)
+    for call, run in (("predict", lambda: detector.predict(_probe_batch())), ("state_dict", detector.state_dict)):
+        with pytest.raises(DetectorError, match=rf"^{name}: {call}\(\) called before fit\(\) or load\(\)$"):
+            run()
+    with pytest.raises(DetectorError, match=rf"^{name}: InferenceModule\(\) called before fit\(\) or load\(\)$"):
+        InferenceModule(detector)
+
+
+def test_predict_in_chunks_equals_one_pass(name: str) -> None:
+    detector, _ = _fitted(name)
+    images = _probe_batch()
+    whole = detector.predict(images)
+    config = detector.config
+    detector.config = config.model_copy(update={"inference_batch_size": 2})
+    try:
+        chunked = detector.predict(images)
+    finally:
+        detector.config = config
+    # CPU kernels split reductions by batch size: equal up to float rounding at the scale of the map (a chunk
+    # gathered in the wrong place or order would differ by the map's whole range)
+    scale = float(np.abs(whole.anomaly_map).max())
+    np.testing.assert_allclose(chunked.score, whole.score, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(chunked.anomaly_map, whole.anomaly_map, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_predict_refuses_an_empty_batch(name: str) -> None:
+    detector, _ = _fitted(name)
+    with pytest.raises(ImageSetError, match=f"^{name} predict: empty batch"):
+        detector.predict(torch.empty(0, 3, SIZE, SIZE))
+
+
+def test_validation_statistics_have_one_schema(name: str) -> None:
+    detector, _ = _fitted(name)
+    val = synthetic_imageset(3, size=SIZE, seed=8)
+    stats = detector.validation_stats(val)
+    assert set(stats) == {"n", "score_mean", "score_std", "score_q99", "score_max"} and stats["n"] == 3
+    assert stats["score_max"] == pytest.approx(float(detector.predict(val.stack_images()).score.max()))
+
+
+def test_inference_module_computes_exactly_what_predict_does(name: str) -> None:
+    detector, _ = _fitted(name)
+    images = _probe_batch()
+    prediction = detector.predict(images)
+    module = InferenceModule(detector)
+    scores, maps = module(images.to(detector.device))
+    assert scores.shape == (3,) and maps.shape == (3, SIZE, SIZE)
+    assert scores.dtype == maps.dtype == torch.float32 and not maps.requires_grad
+    assert torch.equal(scores.cpu(), torch.from_numpy(prediction.score))
+    assert torch.equal(maps.cpu(), torch.from_numpy(prediction.anomaly_map))
+
+
+def test_inference_module_exports_with_torch_export(name: str) -> None:
+    # the pure-tensor path has no data-dependent Python control flow: torch.export (what ONNX export and
+    # torch.compile build on) captures it whole, and the captured graph computes the same numbers
+    detector, _ = _fitted(name)
+    images = _probe_batch().to(detector.device)
+    module = InferenceModule(detector)
+    exported = torch.export.export(module, (images,), strict=False)
+    scores, maps = exported.module()(images)
+    expected_scores, expected_maps = module(images)
+    torch.testing.assert_close(scores, expected_scores)
+    torch.testing.assert_close(maps, expected_maps)

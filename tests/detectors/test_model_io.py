@@ -22,7 +22,7 @@ from tests.detectors.conftest import (
 
 @pytest.fixture
 def fitted() -> ReferenceGaussianDetector:
-    detector = ReferenceGaussianDetector(ReferenceConfig(eps=0.05))
+    detector = ReferenceGaussianDetector(ReferenceConfig(eps=0.05, image_size=16))
     detector.fit(synthetic_imageset(4, size=16, seed=1))
     return detector
 
@@ -34,14 +34,15 @@ def saved(tmp_path: Path, fitted: ReferenceGaussianDetector, contract_registry) 
 
 def test_layout_and_round_trip(saved: Path, fitted: ReferenceGaussianDetector) -> None:
     document = yaml.safe_load((saved / "config.yaml").read_text())
-    assert document == {"method": REFERENCE_NAME, "format_version": 1, "config": {"eps": 0.05, "seed": 0}}
+    config = ReferenceConfig(eps=0.05, image_size=16).model_dump(mode="json")
+    assert document == {"method": REFERENCE_NAME, "format_version": 1, "config": config}
     state = torch.load(saved / "weights.pt", weights_only=True)
     assert set(state) == {"mean", "std"}
     loaded = load_detector(saved)
     assert isinstance(loaded, ReferenceGaussianDetector) and loaded.config.eps == 0.05
     images = torch.rand(2, 3, 16, 16)
     np.testing.assert_array_equal(loaded.predict(images).anomaly_map, fitted.predict(images).anomaly_map)
-    assert read_model_config(saved) == (REFERENCE_NAME, {"eps": 0.05, "seed": 0})
+    assert read_model_config(saved) == (REFERENCE_NAME, config)
     assert not list(saved.glob(".*.tmp")), "temporary files left behind"
 
 
@@ -53,7 +54,7 @@ def test_resave_keeps_extra_files(saved: Path, fitted: ReferenceGaussianDetector
 
 def test_failed_save_leaves_no_loadable_directory(tmp_path: Path, contract_registry) -> None:
     unfitted = ReferenceGaussianDetector(ReferenceConfig())
-    with pytest.raises(DetectorError, match="nothing to save"):
+    with pytest.raises(DetectorError, match=r"state_dict\(\) called before fit\(\) or load\(\)"):
         save_detector(unfitted, tmp_path / "m")
     assert not (tmp_path / "m" / "config.yaml").exists()
 

@@ -11,8 +11,9 @@ import inspect
 import pytest
 
 PUBLIC_API: dict[str, list[str]] = {
-    "detectors": ["Detector", "DetectorError", "Prediction", "available", "create", "register"],
-    "detectors.base": ["Detector", "Prediction", "ProgressCallback"],
+    "detectors": ["Detector", "DetectorConfig", "DetectorError", "Prediction", "available", "create", "register"],
+    "detectors.base": ["Detector", "DetectorConfig", "Prediction", "ProgressCallback", "score_summary"],
+    "detectors.inference": ["InferenceModule"],
     "detectors.registry": ["available", "create", "register", "detector_class", "validate_config"],
     "detectors.errors": [
         "DetectorError",
@@ -92,6 +93,9 @@ def test_error_hierarchy() -> None:
         ("detectors.imagesets", "split_holdout", ["imageset", "fraction", "seed"]),
         ("detectors.model_io", "save_detector", ["detector", "directory"]),
         ("detectors.model_io", "load_detector", ["directory"]),
+        ("detectors.image_ops", "check_batch", ["images", "image_size", "method", "where"]),
+        ("detectors.train_images", "TrainImages", ["data", "method", "role", "image_size"]),
+        ("detectors.train_images", "StackedTrainImages", ["data", "method", "image_size", "role"]),
     ],
 )
 def test_binding_signatures(module_name: str, function: str, parameters: list[str]) -> None:

@@ -26,7 +26,7 @@ def _counting_set(n: int, size: int = 8) -> _CountingSet:
 
 def test_naming_a_batch_does_not_read_its_images_again() -> None:
     data = _counting_set(5)
-    images = TrainImages(data, "training", "test", image_size=8)
+    images = TrainImages(data, method="test", role="training", image_size=8)
     names = []
     for idx in images.chunks(2):
         images.batch(idx)
@@ -37,13 +37,13 @@ def test_naming_a_batch_does_not_read_its_images_again() -> None:
 
 
 def test_sources_of_tensors_and_plain_sequences() -> None:
-    tensor = TrainImages(torch.rand(2, 3, 8, 8), "validation", "test")
+    tensor = TrainImages(torch.rand(2, 3, 8, 8), method="test", role="validation")
     assert tensor.source(1) == "validation[1]" and tensor.batch_name([1]) == "validation images validation[1].."
     samples = list(_counting_set(2))
-    assert TrainImages(samples, "training", "test").source(1) == "part1.png"
+    assert TrainImages(samples, method="test", role="training").source(1) == "part1.png"
 
 
 def test_a_wrong_size_image_is_named_by_its_source() -> None:
     data = InMemoryImageSet([torch.rand(3, 8, 8), torch.rand(3, 6, 6)], sources=["a.png", "b.png"])
     with pytest.raises(ImageSetError, match=r"^b\.png: image is 3x6x6"):
-        TrainImages(data, "training", "test", image_size=8).batch([0, 1])
+        TrainImages(data, method="test", role="training", image_size=8).batch([0, 1])

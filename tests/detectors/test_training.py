@@ -38,11 +38,15 @@ def test_batch_indices_cover_each_image_once_per_epoch_with_a_short_last_batch()
 
 
 def test_fingerstampignores_non_learning_keys_and_names_the_training_set() -> None:
-    train = StackedTrainImages(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), 64, "test")
+    train = StackedTrainImages(
+        torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), method="test", image_size=64
+    )
     config = {"lr": 1e-3, **{key: "x" for key in NON_LEARNING_KEYS}}
     stamp = fingerprint(config, train, extra={"stage": 2})
     assert stamp == fingerprint({**config, "device": "cuda", "checkpoint_every": 9}, train, extra={"stage": 2})
     assert stamp["lr"] == repr(1e-3) and stamp["train.n"] == "2" and stamp["stage"] == "2"
     assert not set(NON_LEARNING_KEYS) & set(stamp)
-    other = StackedTrainImages(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)), 64, "test")
+    other = StackedTrainImages(
+        torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)), method="test", image_size=64
+    )
     assert fingerprint(config, other)["train.digest"] != stamp["train.digest"]
