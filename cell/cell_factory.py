@@ -103,12 +103,14 @@ class PartFeedConfig(BaseModel):
 
     ``prompt``: ask the operator on the terminal; ``digital_input``: wait for the robot's standard digital
     input ``input`` to go high (a part-present sensor or the line's handshake), at most ``timeout_s``;
+    ``opcua``: wait for the PLC to set PartPresent (or call Start) on the OPC UA server of
+    ``cell inspect --signal opcua``, at most ``timeout_s`` (the simulated cell waits too, then draws the part);
     ``none``: do not wait (parts are already in place).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["prompt", "digital_input", "none"] = "prompt"
+    mode: Literal["prompt", "digital_input", "opcua", "none"] = "prompt"
     input: int = Field(0, ge=0, le=7)
     timeout_s: float = Field(600.0, gt=0.0)
 

@@ -111,8 +111,22 @@ class LineSignals:
         self._broadcast()
 
     def finish(self, stopped_early: Optional[str]) -> None:
-        """The run is over: Error with the reason when it stopped early, else Ready."""
-        self.set_state("Error" if stopped_early else "Ready", stopped_early or "")
+        """The run is over: Error with the reason when it stopped early; else, once every sink's peer has
+        acknowledged the last result (as :meth:`before_part` waits, so the PLC gets to read it before the
+        server closes), Ready, or Error when that wait had to give up."""
+        if stopped_early:
+            self.set_state("Error", stopped_early)
+            return
+        for sink in list(self._started):
+            try:
+                sink.before_part("(end of run)")
+            except LineStopped as exc:
+                sink.health.note(f"end of run: {exc}")
+                self.set_state("Error", f"end of run: {exc}")
+                return
+            except Exception as exc:  # noqa: BLE001
+                sink.health.count_failure(f"end of run: {type(exc).__name__}: {exc}")
+        self.set_state("Ready")
 
     def health(self) -> dict[str, Any]:
         """Per sink: its counters (sent, failed, dropped, rejected, pending, recent errors)."""

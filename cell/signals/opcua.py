@@ -143,6 +143,7 @@ class OpcUaSink(LineSink):
         self._pending_visible = False  # its ResultReady has been written
         self._clients = 0
         self._ever_connected = False
+        self._lost_noted = False
         self._error_state = False
         self._closing = False
         self._sequence = 0
@@ -207,7 +208,8 @@ class OpcUaSink(LineSink):
             while self._pending is not None:
                 pending = self._pending
                 self._check_waiting(f"the result of part {pending} was not acknowledged", deadline,
-                                    f"within {timeout:g} s (opcua.ack_timeout_s)" if timeout else "")
+                                    f"within {timeout:g} s (opcua.ack_timeout_s)" if timeout else "",
+                                    f"acknowledge the result of part {pending}")
                 self._cv.wait(POLL_S)
 
     def wait_for_part(self, part_id: str) -> None:
@@ -219,17 +221,23 @@ class OpcUaSink(LineSink):
             with self._cv:
                 while not self._part_requested:
                     self._check_waiting(f"no part arrived for {part_id}", deadline,
-                                        f"within {timeout:g} s (part_feed.timeout_s)" if timeout else "")
+                                        f"within {timeout:g} s (part_feed.timeout_s)" if timeout else "",
+                                        f"set PartPresent for part {part_id}")
                     self._cv.wait(POLL_S)
             if self._call(self._take_part()):
                 return
 
-    def _check_waiting(self, what: str, deadline: Optional[float], timeout_text: str) -> None:
-        """Raise LineStopped when the line must give up waiting for the PLC (called under _cv)."""
+    def _check_waiting(self, what: str, deadline: Optional[float], timeout_text: str, waiting_for: str) -> None:
+        """Raise LineStopped when the line must give up waiting for the PLC (called under _cv); note once
+        per outage that the line waits for a PLC that went away."""
         if self._closing:
             raise LineStopped(f"{what}: the OPC UA server is closing")
-        if self._ever_connected and self._clients == 0 and self.config.on_plc_lost == "stop":
+        lost = self._ever_connected and self._clients == 0
+        if lost and self.config.on_plc_lost == "stop":
             raise LineStopped(f"{what}: the PLC disconnected (opcua.on_plc_lost: stop)")
+        if lost and not self._lost_noted:
+            self._lost_noted = True
+            self.health.note(f"the PLC is disconnected: the line waits for it to reconnect and {waiting_for}")
         if deadline is not None and time.monotonic() > deadline:
             raise LineStopped(f"{what} {timeout_text}".strip())
 
@@ -350,6 +358,7 @@ class OpcUaSink(LineSink):
                 with self._cv:
                     previous, self._clients = self._clients, count
                     self._ever_connected = self._ever_connected or count > 0
+                    self._lost_noted = self._lost_noted and count == 0
                     pending = self._pending
                     self._cv.notify_all()
                 if count == 0 and previous > 0:
