@@ -298,6 +298,21 @@ class LocalHTTPServer(ThreadingHTTPServer):
         except OSError as exc:
             raise LocalServerError(f"{what}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self._thread: Optional[threading.Thread] = None
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    # Open connections are tracked so that stop() also ends kept-alive ones (HTTP/1.1): their handler
+    # threads would otherwise go on answering after the server was stopped.
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        with self._connections_lock:
+            self._connections.add(sock)
+        return sock, address
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
 
     @property
     def url(self) -> str:
@@ -317,9 +332,16 @@ class LocalHTTPServer(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
-        """Stop serving (after :meth:`start_background`) and close the socket."""
+        """Stop serving (after :meth:`start_background`), close the socket and every open connection."""
         if self._thread is not None:
             self.shutdown()
         self.server_close()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for sock in connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its peer
         if self._thread is not None:
             self._thread.join(timeout=5)
