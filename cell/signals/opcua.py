@@ -33,7 +33,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from asyncua import Server, ua
 from asyncua.common.callback import CallbackType, ServerItemCallback
@@ -150,7 +150,6 @@ class OpcUaSink(LineSink):
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._ops: Optional[asyncio.Queue] = None
-        self._stop: Optional[asyncio.Event] = None
         self._started = threading.Event()
         self._start_error: Optional[BaseException] = None
         self.server: Optional[Server] = None
@@ -171,8 +170,11 @@ class OpcUaSink(LineSink):
         with self._cv:
             self._closing = True
             self._cv.notify_all()
-        if self._loop is not None and self._stop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._ops.put_nowait, None)  # type: ignore[union-attr]
+        if self._loop is not None and self._ops is not None and self._thread is not None and self._thread.is_alive():
+            try:
+                self._loop.call_soon_threadsafe(self._ops.put_nowait, None)  # the last op: stop the server
+            except RuntimeError:
+                return  # the loop has already ended
             self._thread.join(timeout=15)
 
     @property
