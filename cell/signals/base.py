@@ -74,8 +74,8 @@ STATE_SCHEMA = "cell.line-state/1"
 class SinkHealth:
     """A sink's counters, thread-safe: results ``sent`` (handed to the peer and, where the protocol says so,
     acknowledged), ``failed`` (could not be signalled), ``dropped`` (pushed out of a full queue, oldest first),
-    ``pending`` (still queued), ``rejected`` (malformed requests from the peer, refused), and the most recent
-    failure messages."""
+    ``pending`` (still queued), ``rejected`` (malformed requests from the peer, refused), and ``recent``: the
+    latest failure messages and notes (a broker gone or back, a PLC lost), each with its UTC time."""
 
     def __init__(self, name: str, report: Reporter = no_report) -> None:
         self.name = name
@@ -124,7 +124,7 @@ class SinkHealth:
     def to_dict(self) -> dict[str, Any]:
         with self._lock:
             return {"sent": self.sent, "failed": self.failed, "dropped": self.dropped, "rejected": self.rejected,
-                    "pending": self.pending, "recent_errors": list(self.recent)}
+                    "pending": self.pending, "recent": list(self.recent)}
 
 
 class LineSink:

@@ -359,6 +359,7 @@ class OpcUaSink(LineSink):
             if count != self._clients:
                 with self._cv:
                     previous, self._clients = self._clients, count
+                    reconnected = self._ever_connected and previous == 0 and count > 0
                     self._ever_connected = self._ever_connected or count > 0
                     self._lost_noted = self._lost_noted and count == 0
                     pending = self._pending
@@ -366,8 +367,8 @@ class OpcUaSink(LineSink):
                 if count == 0 and previous > 0:
                     self.health.note("the last OPC UA client disconnected"
                                      + (f" (result of part {pending} not acknowledged)" if pending else ""))
-                elif previous == 0 and count > 0 and self._ever_connected:
-                    self.health.note(f"{count} OPC UA client(s) connected")
+                elif reconnected:
+                    self.health.note(f"an OPC UA client connected again ({count} now)")
             await asyncio.sleep(POLL_S / 2)
 
     # ------------------------------------------------------------------ PLC requests (server's loop)

@@ -57,7 +57,7 @@ def test_every_sink_sees_the_cycle_and_a_broken_sink_changes_nothing(tmp_path):
     assert states.count("Busy") >= 2 and "Error" not in states
     assert recorder.events[-1][2] == {"OK": 0, "NOK": 2, "error": 0}
     health = signals.health()["broken"]
-    assert health["failed"] >= 2 + 2 and any("publish exploded" in m for m in health["recent_errors"])
+    assert health["failed"] >= 2 + 2 and any("publish exploded" in m for m in health["recent"])
 
 
 def test_an_error_part_is_an_error_for_every_sink_and_a_stop_ends_the_run_cleanly(tmp_path):
