@@ -2,8 +2,8 @@
 to the OPC UA value change a subscribed client sees, on the simulated cell.
 
 The loop is the real ``run_inspection`` on the small simulated cell (320x256 camera, the 2 x 2 demo plan) with
-``part_feed: opcua``: an asyncua client in this process acts as the PLC through the whole handshake
-(PartPresent -> ResultReady -> ResultAcknowledged) and is subscribed to ``Result.Sequence`` (publishing
+``part_feed: opcua``: :class:`cell.signals.plc_sim.PlcSimulator` (asyncua) in this process acts as the PLC
+through the whole handshake (PartPresent -> ResultReady -> ResultAcknowledged) and is subscribed to ``Result.Sequence`` (publishing
 interval ``--publishing-interval-ms``, 0 = as soon as it changes); a paho client subscribes to the result
 topic on a mosquitto broker this benchmark starts on a free port. The detector is a scoring stub (the image's
 mean grey level as the score, a zero map): what is measured is the signal path, not the model.
@@ -88,52 +88,35 @@ def stats_ms(latencies_s: list[float]) -> dict[str, float | int]:
             "max_ms": float(ms.max()), "min_ms": float(ms.min()), "n": int(ms.size)}
 
 
-class PLC:
-    """The asyncua client: the PLC's handshake, and a subscription on Result.Sequence that timestamps each
-    change. Runs its own asyncio loop in a thread."""
+class PlcThread:
+    """:class:`~cell.signals.plc_sim.PlcSimulator` (the PLC's handshake) in a thread with its own asyncio loop;
+    ``seen`` maps each Result.Sequence value to its receipt time."""
 
     def __init__(self, endpoint: str, parts: int, interval_ms: float) -> None:
-        self.endpoint, self.parts, self.interval_ms = endpoint, parts, interval_ms
+        from cell.signals.plc_sim import PlcSimulator
+
         self.seen: dict[int, float] = {}
         self.error: BaseException | None = None
-        self.connected = threading.Event()
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="bench-plc", daemon=True)
+        self._connected = threading.Event()
+        self.plc = PlcSimulator(endpoint, parts, publishing_interval_ms=interval_ms, timeout_s=120.0,
+                                on_sequence=lambda seq, t: self.seen.setdefault(seq, t))
+        self.thread = threading.Thread(target=self._run, name="bench-plc", daemon=True)
 
-    def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
-        now = time.perf_counter()
-        if node == self._sequence:
-            if value > 0:
-                self.seen.setdefault(int(value), now)
-        else:
-            self._ready = bool(value)
-        self._changed.set()
-
-    async def _main(self) -> None:
-        from asyncua import Client, ua
-
+    def _run(self) -> None:
         try:
-            self._changed = asyncio.Event()
-            self._ready = False
-            async with Client(self.endpoint, timeout=30) as client:
-                ns = await client.get_namespace_index("urn:inspection-cell:line")
-                node = lambda path: client.get_node(f"ns={ns};s=InspectionCell.{path}")  # noqa: E731
-                self._sequence = node("Result.Sequence")
-                subscription = await client.create_subscription(self.interval_ms, self)
-                await subscription.subscribe_data_change([self._sequence, node("Handshake.ResultReady")])
-                self.connected.set()
-                true = ua.DataValue(ua.Variant(True, ua.VariantType.Boolean))
-                for _ in range(self.parts):
-                    await node("Handshake.PartPresent").write_value(true)
-                    while not self._ready:
-                        self._changed.clear()
-                        await asyncio.wait_for(self._changed.wait(), 120)
-                    await node("Handshake.ResultAcknowledged").write_value(true)
-                    while self._ready:
-                        self._changed.clear()
-                        await asyncio.wait_for(self._changed.wait(), 120)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            asyncio.run(self.plc.run(self._connected.set))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             self.error = exc
-            self.connected.set()
+            self._connected.set()
+
+    def start(self) -> None:
+        self.thread.start()
+        self._connected.wait(60)
+        if self.error is not None:
+            raise self.error
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,11 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             plan = cell.plan(campaign_file.plan)
             with CaptureStore(tmp / "store", create=True) as store, signals, cell:
                 cell.line_feed = opcua.wait_for_part
-                plc = PLC(opcua.config.endpoint, args.parts, args.publishing_interval_ms)
-                plc.thread.start()
-                plc.connected.wait(60)
-                if plc.error is not None:
-                    raise plc.error
+                plc = PlcThread(opcua.config.endpoint, args.parts, args.publishing_interval_ms)
+                plc.start()
                 signals.set_job(LineJob("bench", "mean-score stub", 0.5))
                 started = time.perf_counter()
                 summary = run_inspection(
@@ -211,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                     threshold=ThresholdDecision(0.5, "manual"), config=InspectConfig(heatmaps="none"),
                     on_new_part=cell.on_new_part, signal=signals)
                 loop_s = time.perf_counter() - started
-                plc.thread.join(60)
+                plc.join(60)
                 deadline = time.monotonic() + 30
                 while (len(received) < args.parts or len(plc.seen) < args.parts) and time.monotonic() < deadline:
                     time.sleep(0.01)

@@ -92,3 +92,33 @@ def test_opcua_mqtt_and_the_live_page_in_one_run(tmp_path, capsys, broker, test_
         return False
 
     assert asyncio.run(server_is_gone())  # closed with the run
+
+
+def test_the_readme_plc_simulator_drives_cell_inspect(tmp_path, capsys, test_model):
+    # The README's way to try the OPC UA handshake without a PLC: `python -m cell.signals.plc_sim` beside
+    # `cell inspect --signal opcua` (require_ack: the line waits for each acknowledgement).
+    import threading
+    import time
+
+    from cell.signals import plc_sim
+
+    port = free_port()
+    cell = cell_file(tmp_path, opcua={"endpoint": f"opc.tcp://127.0.0.1:{port}"})
+    box: dict = {}
+
+    def plc() -> None:
+        deadline = time.monotonic() + 120
+        while True:  # until the server is up
+            box["code"] = plc_sim.main(["--endpoint", f"opc.tcp://127.0.0.1:{port}", "--parts", "2"])
+            if box["code"] == 0 or time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=plc, daemon=True)
+    thread.start()
+    assert main(inspect_args(tmp_path, cell, "--signal", "opcua")) == 0
+    thread.join(60)
+    out = capsys.readouterr().out
+    assert box["code"] == 0
+    assert "line-0001  NOK" in out and "line-0002  NOK" in out
+    assert "opcua: sent 2, dropped 0, failed 0, rejected 0" in out

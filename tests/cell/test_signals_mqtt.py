@@ -209,3 +209,36 @@ def test_mqtt_section_errors_name_the_key(tmp_path):
 
     with pytest.raises(ConfigFileError, match="mqtt.tls.ca_file"):
         MqttSink(MqttConfig(tls={"ca_file": tmp_path / "missing.pem"}))
+
+
+def test_a_cell_that_dies_leaves_offline_as_its_retained_state(tmp_path, broker):
+    # The last will: the broker publishes it when the cell's connection ends without a goodbye.
+    import signal
+    import subprocess
+    import sys
+
+    from tests.cell.sim_fixtures import REPO
+
+    script = ("import sys, time\n"
+              "from cell.signals import MqttConfig, LineStatus\n"
+              "from cell.signals.mqtt import MqttSink\n"
+              f"sink = MqttSink(MqttConfig(port={broker.port}, topic_prefix='plant/cell1'))\n"
+              "sink.start()\n"
+              "while not sink.connected(): time.sleep(0.01)\n"
+              "sink.update_status(LineStatus('Busy'))\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        sub = Subscriber(broker.port, ["plant/cell1/state"])
+        sub.wait(lambda s: any(m["state"] == "Busy" for m in s.on("plant/cell1/state")), what="Busy")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        sub.wait(lambda s: s.on("plant/cell1/state")[-1]["state"] == "Offline", what="the last will")
+        assert sub.on("plant/cell1/state")[-1]["reason"] == "the cell's connection to the broker ended"
+        sub.close()
+    finally:
+        proc.kill()
+        proc.wait()
