@@ -3,10 +3,11 @@ to the OPC UA value change a subscribed client sees, on the simulated cell.
 
 The loop is the real ``run_inspection`` on the small simulated cell (320x256 camera, the 2 x 2 demo plan) with
 ``part_feed: opcua``: :class:`cell.signals.plc_sim.PlcSimulator` (asyncua) in this process acts as the PLC
-through the whole handshake (PartPresent -> ResultReady -> ResultAcknowledged) and is subscribed to ``Result.Sequence`` (publishing
-interval ``--publishing-interval-ms``, 0 = as soon as it changes); a paho client subscribes to the result
-topic on a mosquitto broker this benchmark starts on a free port. The detector is a scoring stub (the image's
-mean grey level as the score, a zero map): what is measured is the signal path, not the model.
+through the whole handshake (PartPresent -> ResultReady -> ResultAcknowledged) and is subscribed to
+``Result.Sequence`` (publishing interval ``--publishing-interval-ms``, 0 = as soon as it changes); a paho
+client subscribes to the result topic on a mosquitto broker this benchmark starts on a free port. The
+detector is a scoring stub (the image's mean grey level as the score, a zero map): what is measured is the
+signal path, not the model.
 
 The verdict time is when the loop hands the result to the signals (a recording sink placed first in
 :class:`~cell.signals.LineSignals`); the receipt times are taken in the subscribers' callbacks, all with
@@ -54,7 +55,8 @@ class MeanScoreStub:
         from detectors.base import Prediction
 
         arr = images.numpy()
-        return Prediction(score=arr.mean(axis=(1, 2, 3)), anomaly_map=np.zeros(arr.shape[:1] + arr.shape[2:], np.float32))
+        maps = np.zeros(arr.shape[:1] + arr.shape[2:], np.float32)
+        return Prediction(score=arr.mean(axis=(1, 2, 3)), anomaly_map=maps)
 
 
 def free_port() -> int:
@@ -221,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         "opcua_publishing_interval_ms": args.publishing_interval_ms,
         "loop_s_per_part": loop_s / args.parts,
         "signals": signals.health(),
-        "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": list(os.getloadavg()), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": list(os.getloadavg()),
+                    "python": platform.python_version(),
                     "asyncua": asyncua.__version__, "paho_mqtt": paho.mqtt.__version__,
                     "mosquitto": args.mosquitto},
     }

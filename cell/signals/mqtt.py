@@ -83,7 +83,8 @@ class MqttSink(LineSink):
             if (cert is None) != (key is None):
                 raise ConfigFileError("mqtt.tls: cert_file and key_file go together (give both or neither)")
             try:
-                self.client.tls_set(ca_certs=None if ca is None else str(ca), certfile=None if cert is None else str(cert),
+                self.client.tls_set(ca_certs=None if ca is None else str(ca),
+                                    certfile=None if cert is None else str(cert),
                                     keyfile=None if key is None else str(key), cert_reqs=ssl.CERT_REQUIRED)
             except (ssl.SSLError, OSError, ValueError) as exc:
                 raise ConfigFileError(f"mqtt.tls: cannot load the certificates: {exc}") from None
@@ -166,10 +167,15 @@ class MqttSink(LineSink):
                 if state is None:
                     item = self._queue.pop_nowait()
             # paho calls on_publish holding its own lock: never call into paho while holding ours.
-            if state is not None:
-                self._send_state(state)
-            elif item is not None:
-                self._send_result(*item)
+            try:
+                if state is not None:
+                    self._send_state(state)
+                elif item is not None:
+                    self._send_result(*item)
+            except Exception as exc:  # noqa: BLE001 - the sender must outlive any one message
+                what = "the state" if item is None else f"part {item[0].part_id}"
+                self.health.count_failure(f"{what} not published: {type(exc).__name__}: {exc}",
+                                          n=0 if item is None else 1)
 
     def _send_state(self, payload: bytes) -> None:
         info = self.client.publish(self.state_topic, payload, qos=1, retain=True)

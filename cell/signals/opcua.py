@@ -398,6 +398,13 @@ class OpcUaSink(LineSink):
     async def _after_client_write(self, event: ServerItemCallback, dispatcher: Any) -> None:
         if not event.is_external or self.nodes is None:
             return
+        try:
+            await self._handle_client_writes(event)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not fail the client's write or the line
+            self.health.count_failure(f"handling a client write failed: {type(exc).__name__}: {exc}")
+
+    async def _handle_client_writes(self, event: ServerItemCallback) -> None:
+        assert self.nodes is not None
         part_present = self.nodes.nodeid("Handshake", "PartPresent")
         acknowledged = self.nodes.nodeid("Handshake", "ResultAcknowledged")
         for write, status in zip(event.request_params.NodesToWrite, event.response_params or []):

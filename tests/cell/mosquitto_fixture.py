@@ -47,7 +47,8 @@ class Broker:
         while True:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                log = (self.folder / "mosquitto.log").read_text(errors="replace") if (self.folder / "mosquitto.log").exists() else ""
+                log_file = self.folder / "mosquitto.log"
+                log = log_file.read_text(errors="replace") if log_file.exists() else ""
                 raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err} {log[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):

@@ -5,6 +5,9 @@ of messages in flight at the outage, as QoS 1 allows), a full queue drops the ol
 the loss is reported on the console and in the store."""
 from __future__ import annotations
 
+import signal
+import time
+
 import pytest
 
 from cell.errors import ConfigFileError
@@ -82,21 +85,26 @@ def test_broker_down_at_start_the_line_goes_on_and_results_arrive_when_it_return
     sub.close()
 
 
-def test_broker_stopped_mid_run_results_are_delivered_after_it_returns(tmp_path, broker):
+def test_broker_killed_mid_run_results_are_delivered_after_it_returns(tmp_path, broker):
     sub = Subscriber(broker.port, ["plant/cell1/result"])
+    subscribed_at = time.time()
     notes: list[str] = []
     sink = mqtt_sink(broker.port, notes)
     seen: dict[str, object] = {}
 
-    def stop_broker_before_part(index: int, part_id: str) -> None:
+    def kill_broker_before_part(index: int, part_id: str) -> None:
         if index == 3:
             sub.wait(lambda s: len(set(indices(s))) == 2, what="parts 1-2 before the outage")
-            broker.stop()
+            # the MES's session is on disk (autosaved every second), so it survives a SIGKILL of the broker
+            db = broker.folder / "mosquitto.db"
+            wait_for(lambda: db.exists() and db.stat().st_mtime > subscribed_at, timeout=60,
+                     what="an autosave of the broker after the MES subscribed")
+            broker.stop(signal.SIGKILL)
             wait_for(lambda: not sink.connected(), what="the sink to notice the outage")
             seen["in_flight"] = sink.in_flight()
 
     with LineSignals([sink]) as signals:
-        summary = LineRun(tmp_path, signals, parts=6, before_part=stop_broker_before_part).start().join()
+        summary = LineRun(tmp_path, signals, parts=6, before_part=kill_broker_before_part).start().join()
         assert len(summary.results) == 6 and summary.stopped_early is None
         assert any("lost the broker" in n for n in notes)
         broker.start()
