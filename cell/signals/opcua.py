@@ -226,7 +226,12 @@ class OpcUaSink(LineSink):
                                         f"within {timeout:g} s (part_feed.timeout_s)" if timeout else "",
                                         f"set PartPresent for part {part_id}")
                     self._cv.wait(POLL_S)
-            if self._call(self._take_part()):
+            try:
+                taken = self._call(self._take_part())
+            except Exception as exc:  # noqa: BLE001 - the server's loop is gone or stuck: the line cannot go on
+                raise LineStopped(f"no part taken for {part_id}: the OPC UA server did not answer "
+                                  f"({type(exc).__name__}: {exc})") from None
+            if taken:
                 return
 
     def _check_waiting(self, what: str, deadline: Optional[float], timeout_text: str, waiting_for: str) -> None:
