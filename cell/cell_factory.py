@@ -33,6 +33,7 @@ from calibration.camera_model import CameraModel
 from calibration.transforms import Transform
 from cell.config import read_yaml_mapping, validate_mapping
 from cell.errors import CellError, ConfigFileError
+from cell.signals.config import MqttConfig, OpcUaConfig
 
 
 class SimRobotSection(SimRobotConfig):
@@ -102,12 +103,14 @@ class PartFeedConfig(BaseModel):
 
     ``prompt``: ask the operator on the terminal; ``digital_input``: wait for the robot's standard digital
     input ``input`` to go high (a part-present sensor or the line's handshake), at most ``timeout_s``;
+    ``opcua``: wait for the PLC to set PartPresent (or call Start) on the OPC UA server of
+    ``cell inspect --signal opcua``, at most ``timeout_s`` (the simulated cell waits too, then draws the part);
     ``none``: do not wait (parts are already in place).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["prompt", "digital_input", "none"] = "prompt"
+    mode: Literal["prompt", "digital_input", "opcua", "none"] = "prompt"
     input: int = Field(0, ge=0, le=7)
     timeout_s: float = Field(600.0, gt=0.0)
 
@@ -129,6 +132,8 @@ class CellConfig(BaseModel):
     envelope: SafetyEnvelope = Field(default_factory=SafetyEnvelope)
     clock: ClockConfig = Field(default_factory=ClockConfig)
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
+    opcua: Optional[OpcUaConfig] = Field(None, description="the OPC UA server of `cell inspect --signal opcua`")
+    mqtt: Optional[MqttConfig] = Field(None, description="the MQTT broker of `cell inspect --signal mqtt`")
 
 
 class CampaignFile(BaseModel):
@@ -173,6 +178,8 @@ class Cell:
     part_feed: PartFeedConfig = field(default_factory=PartFeedConfig)
     prompt: Callable[[str], Any] = input
     camera_serial: Optional[str] = None  # the serial the cell file names; a calibration file must match it
+    #: ``part_feed: opcua``: waits until the PLC has put part ``part_id`` in place (set by ``cell inspect``).
+    line_feed: Optional[Callable[[str], None]] = None
 
     @property
     def calibration_id(self) -> Optional[str]:
@@ -195,7 +202,13 @@ class Cell:
 
     def on_new_part(self, part_id: str) -> Optional[str]:
         """Get part ``part_id`` onto the table. The simulation draws it from (seed, part_id) and returns its
-        truth label; a real cell waits as ``part_feed`` says and returns None (no truth)."""
+        truth label; a real cell waits as ``part_feed`` says and returns None (no truth). With ``part_feed:
+        opcua`` both wait for the PLC first."""
+        if self.part_feed.mode == "opcua":
+            if self.line_feed is None:
+                raise CellError(f"{self.source}: part_feed.mode 'opcua' needs the OPC UA server: run "
+                                "`cell inspect --signal opcua`")
+            self.line_feed(part_id)
         if self.scene is not None:
             return self.scene.new_part(part_id).kind
         if self.part_feed.mode == "prompt":

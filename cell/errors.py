@@ -18,5 +18,10 @@ class CampaignError(CellError):
     """A campaign could not run or was stopped by a fault (the message says what happened)."""
 
 
+class LineStopped(CellError):
+    """The line must stop before the next part (the PLC went away or did not answer in time, as configured):
+    the inspection loop ends cleanly, the campaign is recorded as stopped with this reason."""
+
+
 #: Exceptions that are the user's or the environment's, never a bug: shown as one line, no traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (CellError, AcquisitionError, CalibrationError, DetectorError)

@@ -4,8 +4,9 @@ For each new part: run the pose plan, capture and store every image, score it wi
 and decide: NOK when any pose's score exceeds the model's threshold, OK when every pose was captured and
 scored below it. A robot or camera fault NEVER yields OK: the part is recorded as ``error`` with the
 reason, and the loop continues (after trying ``robot.recover()``) or stops, as configured. Each part gets an
-inspection row in the store (verdict, per-pose scores, worst pose, model), heatmaps for NOK parts, a signal
-to the line and one live line on the console.
+inspection row in the store (verdict, per-pose scores, worst pose, model), heatmaps for NOK parts, its
+:class:`~cell.line_result.LineResult` for the line's signals (:mod:`cell.signals`) and one live line on the
+console.
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from acquisition.errors import CameraError, CameraTimeout, RobotError
 from acquisition.store import CaptureStore
 from cell.campaign import apply_truth, capture_with_retries, part_ids, store_frame
-from cell.errors import CampaignError
-from cell.line_signal import LineSignal, NoSignal
+from cell.errors import CampaignError, LineStopped
+from cell.line_result import LineResult, utc_now
 from cell.model_input import InputSpec, score_capture
 from cell.overlays import heatmap_overlay, png_bytes
+from cell.signals import LineSignals
 from detectors.thresholds import ThresholdDecision
 
 VERDICTS = ("OK", "NOK", "error")
@@ -80,6 +82,20 @@ class InspectionSummary:
 
 class _NonFiniteScore(Exception):
     """The model scored a pose NaN or infinite: the part's verdict is "error", never OK or NOK."""
+
+
+def to_line_result(result: PartResult, *, campaign: str, index: int, threshold: ThresholdDecision,
+                   model_dir: Optional[Path], started_at: str, finished_at: str) -> LineResult:
+    """What the line's signals are told about ``result``: the part score is the worst pose's score (None for an
+    error part: a fault is never reported as a score below the threshold). No defect list until the part map
+    exists; the worst pose and the heatmaps' store paths travel in ``extra``."""
+    return LineResult(
+        part_id=result.part_id, campaign=campaign, verdict=result.verdict, reason=result.reason,
+        started_at=started_at, finished_at=finished_at,
+        score=result.max_score if result.verdict != "error" else None, threshold=threshold.value,
+        model=None if model_dir is None else str(model_dir), truth=result.truth, index=index,
+        extra={"worst_pose": result.worst_pose, "heatmaps": list(result.heatmaps)},
+    )
 
 
 def _move_and_capture(robot: Any, camera: Any, pose: np.ndarray, speed: float, accel: float, config: InspectConfig):
@@ -186,14 +202,17 @@ def run_inspection(
     threshold: ThresholdDecision,
     config: InspectConfig,
     on_new_part: Optional[Callable[[str], Optional[str]]] = None,
-    signal: LineSignal = NoSignal(),
+    signal: Optional[LineSignals] = None,
     on_part: Optional[Callable[[PartResult, int, int], None]] = None,
     model_dir: Optional[Path] = None,
     first_index: int = 1,
     calibration_id: Optional[str] = None,
 ) -> InspectionSummary:
     """Inspect ``parts`` new parts. ``on_new_part(part_id)`` puts a part on the table (the sim draws one and
-    returns its truth; a real cell waits for the operator or the line). ``on_part`` reports each result."""
+    returns its truth; a real cell waits for the operator or the line). ``on_part`` reports each result.
+    ``signal``: the line's :class:`~cell.signals.LineSignals` (started by the caller): its waits come before each
+    part (a :class:`~cell.errors.LineStopped` ends the run cleanly) and every part's result goes to it."""
+    signal = signal if signal is not None else LineSignals()
     try:
         envelope.check_plan(list(plan))
         envelope.check_motion(speed, accel)
@@ -204,7 +223,14 @@ def run_inspection(
     consecutive_errors = 0
     ids = part_ids(campaign, parts + first_index - 1)[first_index - 1 :]
     for index, part_id in enumerate(ids, start=1):
-        truth = on_new_part(part_id) if on_new_part is not None else None
+        try:
+            signal.before_part(part_id)
+            truth = on_new_part(part_id) if on_new_part is not None else None
+        except LineStopped as exc:
+            summary.stopped_early = f"part {part_id}: {exc}"
+            break
+        signal.part_started(part_id)
+        started_at = utc_now()
         truth = apply_truth(store, part_id, truth)
         result = inspect_part(
             robot=robot, camera=camera, store=store, plan=plan, speed=speed, accel=accel, campaign=campaign,
@@ -212,7 +238,8 @@ def run_inspection(
             model_dir=model_dir, calibration_id=calibration_id,
         )
         summary.results.append(result)
-        signal.emit(result.verdict)
+        signal.publish(to_line_result(result, campaign=campaign, index=index, threshold=threshold,
+                                      model_dir=model_dir, started_at=started_at, finished_at=utc_now()))
         if on_part is not None:
             on_part(result, index, len(ids))
         if result.verdict != "error":
@@ -230,6 +257,7 @@ def run_inspection(
         except RobotError as exc:
             summary.stopped_early = f"part {part_id}: {result.reason}; recovery failed: {exc}"
             break
+    signal.finish(summary.stopped_early)
     store.finish_campaign(campaign, "stopped" if summary.stopped_early else "completed", {
         "counts": summary.counts(), "confusion": summary.confusion(), "stopped_early": summary.stopped_early,
     })

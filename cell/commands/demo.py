@@ -28,7 +28,6 @@ from cell.config import load_config
 from cell.errors import CellError
 from cell.evaluation import evaluate_model
 from cell.inspection import InspectConfig
-from cell.line_signal import SignalConfig
 from cell.progress import progress_callback
 from cell.training import load_train_config, train_model
 
@@ -129,7 +128,7 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
     inspection = inspect_on_cell(
         cell=demo_cell(demo, cell_path, seed=demo.seed + 1, defect_rate=demo.inspect_defect_rate),
         campaign_path=campaign_path, model_dir=model_dir, store_path=store_path,
-        parts=inspect_parts, name="inspect", config=InspectConfig(), signal_config=SignalConfig(), console=console,
+        parts=inspect_parts, name="inspect", config=InspectConfig(), console=console,
     )
 
     console.rule("4/4 evaluate")

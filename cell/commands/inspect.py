@@ -1,25 +1,31 @@
 """``cell inspect``: unattended inspection of new parts on the cell with a trained model.
 
     cell inspect --cell configs/cells/sim.yaml --campaign configs/campaigns/demo.yaml \\
-                 --model models/simplenet --store DATASET --parts 20 [--on-error continue|stop]
+                 --model models/simplenet --store DATASET --parts 20 [--on-error continue|stop] \\
+                 [--signal digital_output,opcua,mqtt] [--serve [--port 8766]] [--allow-remote]
 
 One live line per part (verdict, worst pose, score vs threshold); every part gets a row in the store with
-its verdict, per-pose scores and, for NOK parts, heatmaps. Exit code 0 when every part was inspected
-(OK or NOK), 3 when some part ended in ``error`` (a fault never counts as OK).
+its verdict, per-pose scores and, for NOK parts, heatmaps. ``--signal`` names the line signals that get each
+result (:mod:`cell.signals`), ``--serve`` the live line page (:mod:`cell.line_view`); their counters (sent,
+dropped, failed, rejected) go into the campaign's summary in the store under ``signals``. Exit code 0 when
+every part was inspected (OK or NOK), 3 when some part ended in ``error`` (a fault never counts as OK).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import click
 from rich.console import Console
 
 from acquisition.store import CaptureStore
 from cell.cell_factory import Cell, load_campaign_file, load_cell
+from cell.errors import CellError
 from cell.inspection import InspectConfig, InspectionSummary, PartResult, run_inspection
-from cell.line_signal import SignalConfig, make_signal
+from cell.local_http import check_bind_host
+from cell.signals import LineJob, LineSignals, build_sinks, parse_signal_kinds
 from cell.training import load_trained_model
 
 EXIT_PART_ERRORS = 3
@@ -47,6 +53,59 @@ def print_confusion(console: Console, summary: InspectionSummary) -> None:
     console.print(table)
 
 
+@dataclass
+class LineOptions:
+    """How ``cell inspect`` talks to the line: the ``--signal`` kinds and the live page (``--serve``)."""
+
+    signals: list[str] = field(default_factory=list)
+    serve: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8766
+    allow_remote: bool = False
+
+
+def _cell_folder(cell: Cell) -> Optional[Path]:
+    return None if cell.source.startswith("<") else Path(cell.source).parent
+
+
+def build_line(cell: Cell, options: LineOptions, store_path: Path, console: Console) -> tuple[LineSignals, Any]:
+    """The run's :class:`LineSignals` (sinks built, not started) and the live page's server (or None). Every
+    setting is checked here, before the model is loaded or the robot moves."""
+    from cell.line_view import LineViewServer, LineViewSink
+    from cell.line_view.server import WHAT as PAGE
+
+    if options.serve:
+        check_bind_host(options.host, options.allow_remote, PAGE)
+    view = LineViewSink(store_path) if options.serve else None
+
+    def report(message: str) -> None:
+        console.print(f"[yellow]signal[/] {message}")
+        if view is not None:
+            view.note(message)
+
+    sinks = build_sinks(
+        options.signals, robot=cell.robot, opcua=cell.config.opcua, mqtt=cell.config.mqtt,
+        allow_remote=options.allow_remote, base_dir=_cell_folder(cell), part_timeout_s=cell.part_feed.timeout_s,
+        report=report,
+    )
+    if cell.part_feed.mode == "opcua" and "opcua" not in options.signals:
+        raise CellError(f"{cell.source}: part_feed.mode 'opcua' needs the OPC UA server: add opcua to --signal")
+    server = None
+    if view is not None:
+        sinks.append(view)
+        server = LineViewServer(view, options.host, options.port, allow_remote=options.allow_remote)
+    return LineSignals(sinks), server
+
+
+def print_signal_health(console: Console, health: dict[str, Any]) -> None:
+    for name, h in health.items():
+        if name == "line_view":
+            continue
+        trouble = h["failed"] or h["dropped"] or h["rejected"]
+        console.print(f"{'[yellow]' if trouble else ''}{name}: sent {h['sent']}, dropped {h['dropped']}, "
+                      f"failed {h['failed']}, rejected {h['rejected']}{'[/]' if trouble else ''}")
+
+
 def inspect_on_cell(
     *,
     cell: Cell,
@@ -56,7 +115,7 @@ def inspect_on_cell(
     parts: int,
     name: Optional[str],
     config: InspectConfig,
-    signal_config: SignalConfig,
+    line: Optional[LineOptions] = None,
     threshold_override: Optional[float] = None,
     device: str = "auto",
     console: Console,
@@ -64,6 +123,7 @@ def inspect_on_cell(
     """Load everything, then run the loop (shared by ``cell inspect`` and ``cell demo``).
 
     ``device``: where the model runs (``auto``: a GPU when there is one), whatever it was trained on."""
+    signals, page = build_line(cell, line or LineOptions(), store_path, console)
     model = load_trained_model(model_dir, device=device, threshold_override=threshold_override)
     detector, spec, threshold = model.detector, model.spec, model.threshold
     campaign_file = load_campaign_file(campaign_path)
@@ -76,15 +136,37 @@ def inspect_on_cell(
     # The cell file's capture settings (camera timeout, retries) hold on the line as in a campaign.
     config = config.model_copy(update={"camera_retries": cell.config.capture.camera_retries,
                                        "capture_timeout_s": cell.config.capture.timeout_s})
-    with CaptureStore(store_path, create=True) as store, cell:
-        return run_inspection(
-            robot=cell.robot, camera=cell.camera, store=store, plan=plan,
-            speed=campaign_file.plan.speed, accel=campaign_file.plan.accel, envelope=cell.envelope,
-            parts=parts, campaign=campaign, detector=detector, spec=spec, threshold=threshold, config=config,
-            on_new_part=cell.on_new_part, signal=make_signal(signal_config, cell.robot),
-            on_part=lambda r, i, n: print_part_line(console, r, i, n), model_dir=model_dir,
-            calibration_id=cell.calibration_id,
-        )
+    signals.set_job(LineJob(campaign=campaign, model=str(model_dir), threshold=threshold.value))
+    with CaptureStore(store_path, create=True) as store:
+        try:
+            with signals, cell:
+                opcua = signals.get("opcua")
+                if opcua is not None:
+                    cell.line_feed = opcua.wait_for_part  # type: ignore[attr-defined]
+                    console.print(f"OPC UA server at {opcua.config.endpoint}")  # type: ignore[attr-defined]
+                if page is not None:
+                    page.start_background()
+                    console.print(f"live line page at {page.url}")
+                summary = run_inspection(
+                    robot=cell.robot, camera=cell.camera, store=store, plan=plan,
+                    speed=campaign_file.plan.speed, accel=campaign_file.plan.accel, envelope=cell.envelope,
+                    parts=parts, campaign=campaign, detector=detector, spec=spec, threshold=threshold,
+                    config=config, on_new_part=cell.on_new_part, signal=signals,
+                    on_part=lambda r, i, n: print_part_line(console, r, i, n), model_dir=model_dir,
+                    calibration_id=cell.calibration_id,
+                )
+        finally:
+            cell.line_feed = None
+            if page is not None:
+                page.stop()
+        if signals.sinks:
+            # After the sinks closed (queues flushed): the final counters go with the campaign's summary.
+            health = signals.health()
+            recorded = store.campaign_status(campaign).summary or {}
+            store.finish_campaign(campaign, "stopped" if summary.stopped_early else "completed",
+                                  {**recorded, "signals": health})
+            print_signal_health(console, health)
+        return summary
 
 
 @click.command(name="inspect")
@@ -101,20 +183,30 @@ def inspect_on_cell(
 @click.option("--threshold", type=float, default=None, help="override the model's threshold (policy manual)")
 @click.option("--defect-rate", type=float, default=None, help="simulated cell: share of defective parts")
 @click.option("--seed", type=int, default=None, help="simulated cell: override the seed")
-@click.option("--signal", type=click.Choice(["none", "digital_output"]), default="none",
-              help="signal verdicts to the line on the robot's digital outputs")
+@click.option("--signal", "signal_kinds", default="none", show_default=True,
+              help="line signals, comma-separated: digital_output, opcua, mqtt (the cell file's opcua: / mqtt: "
+                   "sections configure them)")
+@click.option("--serve", is_flag=True, help="serve the live line page (local only unless --allow-remote)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address of the live line page")
+@click.option("--port", type=click.IntRange(0, 65535), default=8766, show_default=True,
+              help="port of the live line page (0: any free port)")
+@click.option("--allow-remote", is_flag=True,
+              help="allow a non-local bind of the live page and of the OPC UA endpoint")
 @click.option("--device", default="auto", show_default=True,
               help="where the model runs: auto | cpu | cuda[:N] (whatever it was trained on)")
 def command(cell_path: Path, campaign_path: Path, model_dir: Path, store_path: Path, parts: int,
             name: Optional[str], on_error: str, threshold: Optional[float], defect_rate: Optional[float],
-            seed: Optional[int], signal: str, device: str) -> int:
-    """Inspect new parts: OK / NOK / error per part, recorded in the store."""
+            seed: Optional[int], signal_kinds: str, serve: bool, host: str, port: int, allow_remote: bool,
+            device: str) -> int:
+    """Inspect new parts: OK / NOK / error per part, recorded in the store and signalled to the line."""
     console = Console()
+    line = LineOptions(signals=parse_signal_kinds(signal_kinds), serve=serve, host=host, port=port,
+                       allow_remote=allow_remote)
     summary = inspect_on_cell(
         cell=load_cell(cell_path, seed=seed, defect_rate=defect_rate), campaign_path=campaign_path,
         model_dir=model_dir, store_path=store_path, parts=parts, name=name,
-        config=InspectConfig(on_error=on_error), signal_config=SignalConfig(kind=signal),
-        threshold_override=threshold, device=device, console=console,
+        config=InspectConfig(on_error=on_error), line=line, threshold_override=threshold, device=device,
+        console=console,
     )
     counts = summary.counts()
     console.print(f"OK {counts['OK']}, NOK {counts['NOK']}, error {counts['error']}")

@@ -11,7 +11,7 @@ import click
 from acquisition.store import CaptureStore
 from cell.labelling.api import LabellingApp
 from cell.labelling.carry import GeometryResolver
-from cell.labelling.server import LabellingHTTPServer, check_bind_host
+from cell.labelling.server import WHAT, LabellingHTTPServer, check_bind_host
 
 
 def build_app(
@@ -73,7 +73,7 @@ def build_app(
 def command(dataset: Path, port: int, host: str, allow_remote: bool, no_browser: bool, model_dir: Optional[Path],
             calibration: Optional[Path], plane_z_mm: Optional[float], superpixel_size: int, verbose: bool) -> None:
     """Label DATASET (a capture store): masks, part labels, carry-over, review. Ctrl+C stops."""
-    check_bind_host(host, allow_remote)
+    check_bind_host(host, allow_remote, WHAT)
     app = build_app(dataset, model_dir, calibration, plane_z_mm, superpixel_size)
     try:
         server = LabellingHTTPServer(app, host, port, allow_remote=allow_remote, verbose=verbose)

@@ -32,6 +32,7 @@ from acquisition.store._labels import row_defect_type
 from cell.labelling import masks as M
 from cell.labelling.carry import CarryError, CarryGeometry, carry_labels
 from cell.labelling.review import Disagreement, ScoreProvider, disagreement, heatmap_rgba, rank_disagreements
+from cell.local_http import ApiError  # noqa: F401 - re-exported: the app raises it
 
 #: Folder (inside the dataset) of the app's own settings; the store ignores it.
 SETTINGS_DIR = "labelling"
@@ -41,15 +42,6 @@ DEFAULT_DEFECT_TYPE = "defect"
 #: "combined" the type of a mask whose regions have several types.
 RESERVED_TYPES = ("good", COMBINED_TYPE)
 MAX_POINTS = 20000
-
-
-class ApiError(Exception):
-    """A request the app refuses: ``status`` (HTTP code) and a one-line ``message``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = int(status)
-        self.message = message
 
 
 class _LRU:

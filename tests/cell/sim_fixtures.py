@@ -3,6 +3,7 @@ field of view as the default camera), small sheets and the 2 x 2 demo plan."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from cell.cell_factory import Cell, build_cell, load_campaign_file, load_cell_config
 
@@ -22,3 +23,20 @@ def small_cell(seed: int = 0, defect_rate: float = 0.5) -> Cell:
 def demo_plan(cell: Cell):
     campaign = load_campaign_file(DEMO_CAMPAIGN)
     return campaign, cell.plan(campaign.plan)
+
+
+class LocalContrastDetector:
+    """Stands in for a trained model: the map is the absolute deviation from a blurred copy, so the line's
+    logic is tested without training anything."""
+
+    config = SimpleNamespace(image_size=64)
+
+    def predict(self, images):
+        import torch.nn.functional as F
+
+        from detectors.base import Prediction
+
+        gray = images.mean(dim=1, keepdim=True)
+        blurred = F.avg_pool2d(gray, 15, stride=1, padding=7, count_include_pad=False)
+        maps = (gray - blurred).abs()[:, 0].numpy()
+        return Prediction(score=maps.reshape(len(maps), -1).max(axis=1), anomaly_map=maps)

@@ -1,32 +1,14 @@
 """The line loop: verdicts per part, faults never give OK, records and heatmaps land in the store."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
 from acquisition.store import CaptureStore
 from cell.inspection import InspectConfig, run_inspection
 from cell.model_input import InputSpec
-from detectors.base import Prediction
 from detectors.thresholds import ThresholdDecision
-from tests.cell.sim_fixtures import demo_plan, small_cell
-
-
-class LocalContrastDetector:
-    """Stands in for a trained model: the map is the absolute deviation from a blurred copy, so the
-    loop's logic is tested without training anything."""
-
-    config = SimpleNamespace(image_size=64)
-
-    def predict(self, images):
-        import torch.nn.functional as F
-
-        gray = images.mean(dim=1, keepdim=True)
-        blurred = F.avg_pool2d(gray, 15, stride=1, padding=7, count_include_pad=False)
-        maps = (gray - blurred).abs()[:, 0].numpy()
-        return Prediction(score=maps.reshape(len(maps), -1).max(axis=1), anomaly_map=maps)
+from tests.cell.sim_fixtures import LocalContrastDetector, demo_plan, small_cell
 
 
 class NaNAtSecondPoseDetector(LocalContrastDetector):
@@ -144,7 +126,6 @@ def test_cell_inspect_takes_camera_timeout_and_retries_from_the_cell_file(tmp_pa
 
     import cell.commands.inspect as inspect_command
     from cell.cell_factory import CaptureSettings
-    from cell.line_signal import SignalConfig
     from tests.cell.sim_fixtures import DEMO_CAMPAIGN
 
     cell = small_cell(seed=1)
@@ -158,7 +139,7 @@ def test_cell_inspect_takes_camera_timeout_and_retries_from_the_cell_file(tmp_pa
     monkeypatch.setattr(inspect_command, "run_inspection", lambda **kwargs: seen.update(kwargs["config"].model_dump()))
     inspect_command.inspect_on_cell(
         cell=cell, campaign_path=Path(DEMO_CAMPAIGN), model_dir=tmp_path / "model", store_path=tmp_path / "store",
-        parts=1, name="line", config=InspectConfig(on_error="stop"), signal_config=SignalConfig(),
+        parts=1, name="line", config=InspectConfig(on_error="stop"),
         threshold_override=1.0, console=Console(file=open(tmp_path / "log.txt", "w")),
     )
     assert seen["camera_retries"] == 0 and seen["capture_timeout_s"] == 0.7 and seen["on_error"] == "stop"

@@ -4,23 +4,13 @@ regions with two defect types, and check the stored mask pixels and types with n
 what is stored)."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from cell.labelling import masks as M
+from tests.cell.browser_fixture import browser_tests, chromium_page
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-                       reason="Debian package 'chromium' is not installed (apt-get install chromium)"),
-]
+pytestmark = browser_tests
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +29,10 @@ def app_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(app_server):
-    sync_api = pytest.importorskip("playwright.sync_api")
     _, server = app_server
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-                                     args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)  # the app forbids eval
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(server.url)
+    with chromium_page(server.url) as page:
         wait_idle(page)
         yield page
-        assert not errors, errors
-        browser.close()
 
 
 def wait_idle(page, extra: str = "true") -> None:
