@@ -6,7 +6,8 @@
 Protocol (no test-set selection): train on ``train/good`` with the config's fixed schedule and seed, then
 score ``test/`` exactly once. Images of every size are resized to the config's ``image_size`` (masks with
 nearest neighbour). Reports image AUROC, pixel AUROC, AUPRO (FPR <= 0.3), PG0, F1-max, training time,
-batch-1 latency, batch-16 throughput, peak memory and the device, and writes
+batch-1 latency (median and p99), throughput at batch 1, 16 and 64 (``--batches``), peak memory and the
+device (``--profile B`` adds a torch-profiler table of one batch-B predict), and writes
 ``benchmarks/results/<method>_<dataset>.json`` plus a row of ``benchmarks/results/detectors.md``.
 
 Timings depend on the machine's load (the development machine's 2 CPU cores are shared): the JSON
@@ -39,7 +40,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TABLE_NAME = "detectors.md"
 TABLE_COLUMNS = (
     "method", "dataset", "device", "image AUROC", "pixel AUROC", "AUPRO", "PG0", "F1-max",
-    "train s", "latency b1 ms", "img/s b16", "peak MB", "seed", "date (UTC)",
+    "train s", "latency b1 ms", "p99 b1 ms", "img/s b16", "img/s b64", "peak MB", "seed", "date (UTC)",
 )
 
 
@@ -74,32 +75,66 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_inference(detector: Any, images: torch.Tensor, device: torch.device, repeats: int) -> dict[str, float]:
-    """Median batch-1 latency (ms) and batch-16 throughput (images/s) of ``detector.predict``.
+BATCH_SIZES = (1, 16, 64)
 
-    ``images``: (N, 3, S, S) test images, N >= 1; batches are filled by repetition when N < 16.
-    One warm-up call of each batch size is not timed.
+
+def time_inference(
+    detector: Any, images: torch.Tensor, device: torch.device, repeats: int, batch_sizes: Sequence[int] = BATCH_SIZES,
+) -> dict[str, Any]:
+    """Latency at batch 1 (median and p99, ms) and throughput (images/s) at each of ``batch_sizes``.
+
+    ``images``: (N, 3, S, S) test images, N >= 1; a batch larger than N is filled by repetition. Each batch
+    size gets one untimed warm-up call; batch 1 is timed ``repeats`` times, larger batches
+    ``max(2, repeats // 4)`` times (median). Every timed call ends with a device synchronisation, so GPU
+    numbers include the whole ``predict`` up to scores and maps on the host.
+    Returns ``latency_b1_ms``, ``latency_b1_p99_ms``, ``throughput_b<B>`` per batch size and, for the
+    table, ``throughput_b16`` (None when 16 was not measured).
     """
-    one = images[:1]
-    reps = (16 + len(images) - 1) // len(images)
-    sixteen = images.repeat(reps, 1, 1, 1)[:16]
-    detector.predict(one)
-    _sync(device)
-    lat = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        detector.predict(one)
+    def batch_of(size: int) -> torch.Tensor:
+        reps = (size + len(images) - 1) // len(images)
+        return images.repeat(reps, 1, 1, 1)[:size]
+
+    out: dict[str, Any] = {"batch_sizes": [int(b) for b in batch_sizes]}
+    for size in batch_sizes:
+        batch = batch_of(int(size))
+        detector.predict(batch)
         _sync(device)
-        lat.append(time.perf_counter() - t)
-    detector.predict(sixteen)
+        runs = repeats if size == 1 else max(2, repeats // 4)
+        seconds = []
+        for _ in range(max(1, runs)):
+            t = time.perf_counter()
+            detector.predict(batch)
+            _sync(device)
+            seconds.append(time.perf_counter() - t)
+        if size == 1:
+            out["latency_b1_ms"] = float(np.median(seconds) * 1000)
+            out["latency_b1_p99_ms"] = float(np.percentile(seconds, 99) * 1000)
+        out[f"throughput_b{int(size)}"] = float(size / np.median(seconds))
+    out.setdefault("latency_b1_ms", None)
+    out.setdefault("latency_b1_p99_ms", None)
+    out.setdefault("throughput_b16", None)
+    return out
+
+
+def profile_inference(detector: Any, images: torch.Tensor, device: torch.device, batch_size: int, path: Path) -> Path:
+    """Write a torch-profiler table of one ``predict`` of ``batch_size`` images (after one warm-up) to ``path``:
+    the operators sorted by their own device time (CUDA) or CPU time, so a reader sees where the time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    reps = (batch_size + len(images) - 1) // len(images)
+    batch = images.repeat(reps, 1, 1, 1)[:batch_size]
+    detector.predict(batch)
     _sync(device)
-    thr = []
-    for _ in range(max(1, repeats // 4)):
-        t = time.perf_counter()
-        detector.predict(sixteen)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        detector.predict(batch)
         _sync(device)
-        thr.append(16 / (time.perf_counter() - t))
-    return {"latency_b1_ms": float(np.median(lat) * 1000), "throughput_b16": float(np.median(thr))}
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(prof.key_averages().table(sort_by=key, row_limit=40))
+    tmp.replace(path)
+    return path
 
 
 def run_benchmark(
@@ -110,9 +145,13 @@ def run_benchmark(
     repeats: int = 10,
     log: Any = print,
     save_model: Optional[Path] = None,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
+    profile_batch: Optional[int] = None,
 ) -> dict[str, Any]:
     """Train ``method`` on ``dataset/train/good``, evaluate once on ``dataset/test``; write JSON + table row.
-    ``save_model``: also write the trained model directory there (for diagnostics after the run)."""
+    ``save_model``: also write the trained model directory there (for diagnostics after the run).
+    ``batch_sizes``: the batch sizes timed (see :func:`time_inference`); ``profile_batch``: also write a
+    profiler table of one predict at that batch size to ``<method>_<dataset>_<device>_profile.txt``."""
     dataset = Path(dataset)
     if not (dataset / "train" / "good").is_dir() or not (dataset / "test").is_dir():
         raise BenchmarkError(f"{dataset}: not an MVTec-layout folder (needs train/good and test/)")
@@ -158,7 +197,11 @@ def run_benchmark(
     metrics = evaluate(
         np.concatenate(scores), test.labels, np.concatenate(maps), masks, defect_types=test.defect_types
     )
-    timing = time_inference(detector, images, device, repeats)
+    timing = time_inference(detector, images, device, repeats, batch_sizes)
+    if profile_batch is not None:
+        profile_path = profile_inference(detector, images, device, profile_batch,
+                                         out_dir / f"{method}_{dataset.name}_{device.type}_profile.txt")
+        log(f"wrote the profile of one batch-{profile_batch} predict to {profile_path}")
 
     result = {
         "method": method,
@@ -188,6 +231,17 @@ def run_benchmark(
     tmp.replace(json_path)
     update_table(out_dir / TABLE_NAME, result)
     return result
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    """``--batches 1,16,64`` -> (1, 16, 64); BenchmarkError naming the value otherwise."""
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise BenchmarkError(f"--batches {text!r}: expected positive batch sizes separated by commas, e.g. 1,16,64")
+    return sizes
 
 
 def _check_writable_folder(folder: Path) -> None:
@@ -221,8 +275,9 @@ def table_row(result: dict[str, Any]) -> list[str]:
     return [
         result["method"], result["dataset"], result["device"],
         _fmt(m.get("image_auroc")), _fmt(m.get("pixel_auroc")), _fmt(m.get("aupro")), _fmt(m.get("pg0")),
-        _fmt(m.get("f1_max")), _fmt(result["train_seconds"], 0), _fmt(result["latency_b1_ms"], 1),
-        _fmt(result["throughput_b16"], 1), _fmt(result["peak_memory_mb"], 0), str(result["seed"]),
+        _fmt(m.get("f1_max")), _fmt(result["train_seconds"], 0), _fmt(result.get("latency_b1_ms"), 1),
+        _fmt(result.get("latency_b1_p99_ms"), 1), _fmt(result.get("throughput_b16"), 1),
+        _fmt(result.get("throughput_b64"), 1), _fmt(result["peak_memory_mb"], 0), str(result["seed"]),
         result["date_utc"],
     ]
 
@@ -258,11 +313,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument("--repeats", type=int, default=10, help="timed batch-1 predictions")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--batches", default="1,16,64", help="batch sizes timed, comma-separated (default 1,16,64)")
+    parser.add_argument("--profile", type=int, default=None, metavar="B", help="also write a torch-profiler table of one batch-B predict")
     parser.add_argument("--save-model", type=Path, default=None, metavar="DIR", help="also save the trained model there")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     try:
+        batch_sizes = _batch_sizes(args.batches)
         config_path = args.config
         if config_path is None:
             default = Path(__file__).resolve().parents[1] / "configs" / "detectors" / f"{args.method}.yaml"
@@ -277,7 +335,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if train_config.method != args.method:
                 raise BenchmarkError(f"{config_path}: is a config for '{train_config.method}', not '{args.method}'")
             config = train_config.config
-        result = run_benchmark(args.method, args.dataset, config, args.out, args.repeats, save_model=args.save_model)
+        result = run_benchmark(args.method, args.dataset, config, args.out, args.repeats, save_model=args.save_model,
+                               batch_sizes=batch_sizes, profile_batch=args.profile)
     except (BenchmarkError, DetectorError, CellError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -285,8 +344,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(
         f"{result['method']} {result['dataset']}: image AUROC {m['image_auroc']:.4f}, pixel AUROC "
         f"{m.get('pixel_auroc', float('nan')):.4f}, AUPRO {m.get('aupro', float('nan')):.4f}, PG0 {m['pg0']:.3f}, "
-        f"F1-max {m['f1_max']:.3f}; train {result['train_seconds']:.0f} s, latency b1 "
-        f"{result['latency_b1_ms']:.1f} ms, b16 {result['throughput_b16']:.1f} img/s, peak "
+        f"F1-max {m['f1_max']:.3f}; train {result['train_seconds']:.0f} s, latency b1 {_fmt(result['latency_b1_ms'], 1)} "
+        f"ms (p99 {_fmt(result['latency_b1_p99_ms'], 1)}), "
+        + ", ".join(f"b{b} {result[f'throughput_b{b}']:.1f} img/s" for b in result["batch_sizes"]) + ", peak "
         f"{result['peak_memory_mb']:.0f} MB on {result['device']}"
     )
     print(f"wrote {args.out / (result['method'] + '_' + result['dataset'] + '.json')}")

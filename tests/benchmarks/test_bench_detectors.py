@@ -129,3 +129,26 @@ def test_tsdn_diagnosis_of_a_set_without_defects_writes_null_metrics_as_valid_js
     result = json.loads(text)
     assert result["real_defects"]["pixel_auroc"] is None and result["real_defects"]["per_type"] == {}
     assert 0.0 <= result["synthetic_surf"]["pixel_auroc"] <= 1.0
+
+
+def test_benchmark_times_each_requested_batch_size_and_writes_a_profile(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    code = bench_detectors.main(["--method", "tsdn", "--dataset", str(tiny), "--out", str(out), "--repeats", "3",
+                                 "--batches", "1,4", "--profile", "2", *_sets(TSDN_SMOKE)])
+    assert code == 0
+    result = json.loads((out / "tsdn_tiny.json").read_text())
+    assert result["batch_sizes"] == [1, 4]
+    assert result["throughput_b1"] > 0 and result["throughput_b4"] > 0
+    assert result["latency_b1_p99_ms"] >= result["latency_b1_ms"] > 0
+    assert result["throughput_b16"] is None  # not measured: the table shows "-", never a made-up number
+    profile = (out / "tsdn_tiny_cpu_profile.txt").read_text()
+    assert "Self CPU" in profile and "aten::" in profile
+
+
+@pytest.mark.parametrize("value", ["", "0,16", "1,x"])
+def test_bad_batch_sizes_are_one_line_errors(tiny: Path, tmp_path: Path, capsys, value: str) -> None:
+    code = bench_detectors.main(["--method", "tsdn", "--dataset", str(tiny), "--out", str(tmp_path / "r"),
+                                 "--batches", value, *_sets(TSDN_SMOKE)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --batches {value!r}: expected positive batch sizes separated by commas, e.g. 1,16,64")
