@@ -610,7 +610,7 @@ class LabellingApp:
         siblings = [r for r in self.store.captures(part_id=record.part_id) if r.id != record.id]
         targets = (body or {}).get("targets")
         if targets is not None:
-            if not isinstance(targets, list) or not all(isinstance(t, int) for t in targets):
+            if not isinstance(targets, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
                 raise ApiError(400, "'targets' must be a list of capture ids")
             wanted = set(targets)
             siblings = [r for r in siblings if r.id in wanted]
