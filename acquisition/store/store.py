@@ -360,8 +360,14 @@ class CaptureStore:
                     conn.close()
                     conn = None
                 wal = self.root / (MANIFEST_FILE + "-wal")
-                if "unable to open" not in str(exc) or (wal.exists() and wal.stat().st_size > 0):
+                if "unable to open" not in str(exc):
                     raise
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise StoreError(
+                        f"{path}: cannot open manifest read-only: its write-ahead log ({wal.name}) holds changes "
+                        "that cannot be read where SQLite cannot create its -shm file (a read-only folder); open "
+                        "the store once where it is writable, then read it here"
+                    ) from None
                 # A read-only medium: SQLite cannot create the -shm file a WAL reader needs. No log is pending,
                 # so the main file is complete and nobody can be writing here: read it as immutable.
                 conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)

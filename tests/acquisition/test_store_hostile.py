@@ -364,3 +364,28 @@ def test_the_reader_rule_rejects_an_extra_image_folder_in_the_category(tmp_path:
     shutil.copy(next((tmp_path / "out" / "sheet" / "train" / "good").iterdir()), extra / "x_types.png")
     with pytest.raises(AssertionError, match="outside train/ and test/"):
         anomalib_mvtec_samples(tmp_path / "out" / "sheet")
+
+
+def test_a_pending_write_ahead_log_on_a_read_only_mount_is_named(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    with CaptureStore(root, create=True) as store:
+        store.start_campaign("c1", {})
+    # a writer killed after a commit: its changes sit in manifest.sqlite-wal, not yet in the main file
+    killed = textwrap.dedent(f"""
+        import os
+        from acquisition.store import CaptureStore
+        store = CaptureStore({str(root)!r})
+        store.set_setting("k", 1)
+        os._exit(0)
+    """)
+    subprocess.run([sys.executable, "-c", killed], check=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert (root / "manifest.sqlite-wal").stat().st_size > 0
+    (root / "manifest.sqlite-shm").unlink()
+    runner = read_only_mount_runner(root)
+    if isinstance(runner, str):
+        pytest.skip(runner)
+    code = f"from acquisition.store import CaptureStore\nCaptureStore({str(root)!r}, read_only=True)"
+    result = runner([sys.executable, "-c", code])
+    assert result.returncode != 0 and "write-ahead log (manifest.sqlite-wal) holds changes" in result.stderr
+    with CaptureStore(root, read_only=True) as store:  # where the folder is writable, the log is read
+        assert store.get_setting("k") == 1

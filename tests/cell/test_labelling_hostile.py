@@ -262,3 +262,33 @@ def test_remote_bind_warning_names_the_address():
     assert remote_bind_warning("127.0.0.1", False) is None and remote_bind_warning("localhost", True) is None
     assert "every network interface" in remote_bind_warning("::", True, "the labelling app")
     assert "on 192.0.2.7" in remote_bind_warning("192.0.2.7", True, "the labelling app")
+
+
+def test_cell_label_on_a_read_only_mount_opens_it_read_only_by_itself(hostile):
+    import sys
+    import textwrap
+
+    from tests.acquisition.test_store_hostile import read_only_mount_runner
+
+    root = hostile[0]
+    with CaptureStore(root):
+        pass  # a clean close: no -wal/-shm left, as on a copied share
+    runner = read_only_mount_runner(root)
+    if isinstance(runner, str):
+        pytest.skip(runner)
+    code = textwrap.dedent(f"""
+        import sys
+        from cell.cli import main
+        from cell.labelling.server import LabellingHTTPServer
+
+        def serve(self, *args, **kwargs):
+            print("read_only", self.app.store.read_only, len(self.app.index()["captures"]))
+            raise KeyboardInterrupt
+
+        LabellingHTTPServer.serve_forever = serve
+        sys.exit(main(["label", {str(root)!r}, "--port", "0", "--no-browser"]))
+    """)
+    result = runner([sys.executable, "-c", code])
+    assert result.returncode == 0, result.stderr
+    assert "read_only True 2" in result.stdout
+    assert "not writable: opened read-only" in result.stderr
