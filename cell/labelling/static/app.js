@@ -300,6 +300,10 @@
     S.index = await api("GET", "/api/index");
     buildOrder();
     $("review-group").hidden = !S.index.review;
+    if (S.index.read_only && !S.readOnlyShown) {
+      S.readOnlyShown = true;
+      setMessage("This dataset is open read-only: browse and review only, edits are not saved.", "warn");
+    }
     renderSidebar();
   }
 
