@@ -173,7 +173,7 @@ def open_images(
     if not data.exists():
         raise CellError(f"{data}: no such dataset folder")
     if is_capture_store(data):
-        with CaptureStore(data) as store:
+        with CaptureStore(data, read_only=True) as store:  # training and evaluation only read
             yield store_images(store, campaigns)
     elif is_mvtec_folder(data):
         yield mvtec_images(data, split)

@@ -8,7 +8,10 @@ authentication, so (each rule tested):
   path that leaves it is refused (403), unknown paths are 404;
 - request bodies must declare their size and stay under :data:`MAX_BODY_BYTES` (411 / 413), be JSON (415
   otherwise; this also forces a CORS preflight, so other web sites cannot post) and parse to an object
-  (400 with the parser's reason) (:meth:`LocalRequestHandler.read_json_body`);
+  (400 with the parser's reason; a body nested deeper than :data:`MAX_JSON_DEPTH`, or too deep for the
+  parser itself, is 400 too) (:meth:`LocalRequestHandler.read_json_body`);
+- a bind to a non-loopback address, allowed with ``allow_remote``, gets a warning line to print
+  (:func:`remote_bind_warning`): the app has no authentication;
 - while bound to loopback, a request whose ``Host`` is not a loopback name is refused (DNS rebinding), and
   a POST from another origin is refused;
 - PUT and DELETE are 405; an idle connection is closed after :attr:`LocalRequestHandler.timeout` seconds.
@@ -31,6 +34,8 @@ from urllib.parse import unquote, urlsplit
 from cell.errors import CellError
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+#: Deepest nesting of arrays and objects a JSON request body may have (the apps' bodies need 3).
+MAX_JSON_DEPTH = 32
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml",
                  ".ico": "image/x-icon", ".json": "application/json"}
@@ -88,6 +93,31 @@ def check_bind_host(host: str, allow_remote: bool, what: str = "this app") -> No
             f"refusing to bind to non-local address {host!r}: {what} has no authentication; "
             "pass --allow-remote to expose it on the network"
         )
+
+
+def remote_bind_warning(host: str, allow_remote: bool, what: str = "this app") -> Optional[str]:
+    """The warning to print when ``host`` is not a loopback address (a bind ``allow_remote`` permitted),
+    or None for a local bind. ``0.0.0.0`` / ``::`` are called out as every interface."""
+    if is_loopback_host(host):
+        return None
+    name = host.strip("[]")
+    where = "on every network interface" if name in ("0.0.0.0", "::", "") else f"on {host}"
+    return (f"warning: {what} is reachable {where} without authentication: anyone who can reach this "
+            "machine can read and change the data it serves")
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when the parsed JSON ``value`` nests lists/dicts deeper than ``limit`` (iterative walk, so a
+    deep value cannot exhaust the recursion of the code that handles it later)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (list, dict)))
+    return False
 
 
 class LocalRequestHandler(BaseHTTPRequestHandler):
@@ -264,15 +294,22 @@ class LocalRequestHandler(BaseHTTPRequestHandler):
         if not raw:
             return {}
         try:
-            body = json.loads(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
+            body = json.loads(text)  # too deep for the parser: RecursionError, answered below
         except UnicodeDecodeError as exc:
             self.send_error_json(400, f"request body is not UTF-8: {exc.reason} at byte {exc.start}")
             return None
         except json.JSONDecodeError as exc:
             self.send_error_json(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
             return None
+        except (RecursionError, ValueError) as exc:  # e.g. a huge integer literal (int max str digits)
+            self.send_error_json(400, f"request body cannot be parsed: {type(exc).__name__}: {str(exc)[:200]}")
+            return None
         if not isinstance(body, dict):
             self.send_error_json(400, f"request body must be a JSON object, got {type(body).__name__}")
+            return None
+        if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth_exceeds(body, MAX_JSON_DEPTH):
+            self.send_error_json(400, f"request body nests arrays/objects deeper than {MAX_JSON_DEPTH} levels")
             return None
         return body
 

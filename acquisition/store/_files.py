@@ -38,6 +38,43 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+def resolve_inside(root: Path, relpath: object, what: str) -> Path:
+    """The absolute path of ``relpath`` under the store ``root``, checked to stay inside the store.
+
+    Every path the store reads from its manifest (image, mask and type-map relpaths) or builds for a write
+    goes through here: the manifest is untrusted data (a copied, damaged or hostile store). ``relpath`` must
+    be a non-empty POSIX relative path (str) with no empty, ``.`` or ``..`` component, no backslash and no
+    NUL; and the path, with every symlink of its existing part resolved, must lie inside ``root`` resolved
+    (a symlink to another file inside the store is fine, one pointing out is not). Anything else raises
+    StoreError ``"<what>: path <relpath> leaves the store <root> (...)"``. The returned path is
+    ``root / relpath`` (not resolved). A swap of a folder for a symlink between this check and the use is not
+    guarded against (that needs write access to the store, which already allows anything).
+    """
+    root = Path(root)
+    if not isinstance(relpath, str) or not relpath:
+        raise StoreError(f"{what}: path {relpath!r} in the manifest of {root} is not a relative file path")
+    parts = relpath.split("/")
+    reason = None
+    if relpath.startswith("/") or (len(relpath) > 1 and relpath[1] == ":"):
+        reason = "absolute path"
+    elif "\\" in relpath or "\x00" in relpath:
+        reason = "backslash or NUL in the path"
+    elif any(part in ("", ".", "..") for part in parts):
+        reason = "empty, '.' or '..' component"
+    else:
+        try:
+            base = root.resolve()
+            target = base.joinpath(*parts).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            reason = f"cannot resolve it: {exc}"
+        else:
+            if target != base and not target.is_relative_to(base):
+                reason = f"a symlink points to {target}"
+    if reason is not None:
+        raise StoreError(f"{what}: path {relpath!r} leaves the store {root} ({reason}); refusing to use it")
+    return root.joinpath(*parts)
+
+
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()

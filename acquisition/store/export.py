@@ -11,12 +11,17 @@ Written layout (``<stem>`` = ``<campaign>_<part_id>_<pose_id>``)::
     ground_truth/<defect_type>/<stem>_mask.png   their binary masks, single channel, exactly 0 or 255
                                           (nothing else is written under ground_truth/: MVTec readers
                                           expect exactly one <stem>_mask.png per test image there)
-    region_types/<stem>_types.png         only for ``combined`` images: the per-pixel type label map, single
-                                          channel uint8, 0 = no defect, k = the k-th entry of the image's
-                                          ``types`` in export.json (outside test/ and ground_truth/, so
-                                          MVTec readers ignore it)
+    region_types.npz                      only when some image is ``combined``: one (H, W) uint8 per-pixel
+                                          type label map per such image, keyed by its <stem> (0 = no defect,
+                                          k = the k-th entry of the image's ``types`` in export.json);
+                                          ``numpy.load(path)[stem]``
     export.json                           provenance: store, campaigns, split, every file's source row and
                                           region types
+
+Nothing but the MVTec layout is written as an image: readers such as anomalib's ``MVTecAD`` take EVERY
+image file under the category folder (``<split>/<label>/<file>`` by its last three path parts) and pair
+the sorted defective test images with the sorted ``ground_truth`` images, so an extra image folder breaks
+them. That is why the type label maps are one ``.npz`` file (not images) beside ``export.json``.
 
 Good parts are split by PART (all poses of a part land in the same split, so no sheet is both trained
 on and tested): a seeded random fraction of parts goes to test, or, with ``train_campaigns``, good parts
@@ -27,6 +32,7 @@ leaves no half-written dataset.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -43,8 +49,9 @@ if TYPE_CHECKING:
     from acquisition.store.store import CaptureStore
 
 EXPORT_MARKER = "export.json"
-#: Folder of the per-pixel type label maps of images whose regions have several defect types.
-REGION_TYPES_DIR = "region_types"
+#: File (numpy .npz, one uint8 array per stem) of the per-pixel type label maps of the images whose regions
+#: have several defect types. Not an image file: MVTec readers take every image under the category folder.
+REGION_TYPES_FILE = "region_types.npz"
 
 
 def _split_good_parts(part_ids: list[str], fraction: float, seed: int) -> set[str]:
@@ -125,19 +132,22 @@ def export_mvtec(
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     files = []
+    type_maps: dict[str, np.ndarray] = {}
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
         for cap, subdir, info in plan:
-            data = _read_checked(store.root / cap.image_relpath, cap.sha256)
+            data = _read_checked(store.image_path(cap), cap.sha256)
             image_rel = f"{subdir}/{cap.stem}.png"
             _write(tmp / image_rel, data)
             entry = {"file": image_rel, "capture_id": cap.id, "campaign": cap.campaign, "part_id": cap.part_id,
                      "pose_id": cap.pose_id, "sha256": cap.sha256, "mask": None}
             if info is not None:
-                entry.update(_export_mask(store.root, tmp, cap, subdir.split("/", 1)[1], info))
+                entry.update(_export_mask(store, tmp, cap, subdir.split("/", 1)[1], info, type_maps))
             files.append(entry)
             report.counts[subdir] = report.counts.get(subdir, 0) + 1
+        if type_maps:
+            _write(tmp / REGION_TYPES_FILE, _npz_bytes(type_maps))
         report.train_parts = sorted({c.part_id for c, d, _ in plan if d == "train/good"})
         report.test_parts = sorted({c.part_id for c, d, _ in plan if d != "train/good"})
         meta = {
@@ -169,20 +179,31 @@ def export_mvtec(
     return report
 
 
-def _export_mask(store_root: Path, tmp: Path, cap: CaptureRecord, defect: str, info: MaskInfo) -> dict:
-    """Copy a capture's binary mask to ``ground_truth/<defect>/<stem>_mask.png`` and, when its regions have
-    several types, its type label map to ``region_types/<stem>_types.png`` (both sha256-checked).
+def _export_mask(store: "CaptureStore", tmp: Path, cap: CaptureRecord, defect: str, info: MaskInfo,
+                 type_maps: dict[str, np.ndarray]) -> dict:
+    """Copy a capture's binary mask to ``ground_truth/<defect>/<stem>_mask.png`` (sha256-checked) and, when
+    its regions have several types, put its type label map into ``type_maps[stem]`` (for
+    ``region_types.npz``; read through the store, which checks the file against its mask).
 
     Returns the export.json fields ``mask``, ``types`` (region types; label k = types[k-1]) and
-    ``types_map`` (the label map's path, None for a one-type mask).
+    ``types_map`` (``{"file": "region_types.npz", "key": stem}``, None for a one-type mask).
     """
     gt_rel = f"ground_truth/{defect}/{cap.stem}_mask.png"
-    _write(tmp / gt_rel, _read_checked(store_root / info.relpath, info.sha256))
-    types_rel = None
+    _write(tmp / gt_rel, _read_checked(store.path_of(info.relpath, f"mask of capture {cap.id}"), info.sha256))
+    types_map = None
     if info.types_relpath is not None:
-        types_rel = f"{REGION_TYPES_DIR}/{cap.stem}_types.png"
-        _write(tmp / types_rel, _read_checked(store_root / info.types_relpath, info.types_sha256 or ""))
-    return {"mask": gt_rel, "types": list(info.types), "types_map": types_rel}
+        _read_checked(store.path_of(info.types_relpath, f"type label map of capture {cap.id}"), info.types_sha256 or "")
+        labels, _, _ = store.mask_labels(cap.id)
+        type_maps[cap.stem] = labels
+        types_map = {"file": REGION_TYPES_FILE, "key": cap.stem}
+    return {"mask": gt_rel, "types": list(info.types), "types_map": types_map}
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """A compressed numpy .npz of ``arrays`` (name -> array), as bytes (no pickles)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def _read_checked(path: Path, sha: str) -> bytes:

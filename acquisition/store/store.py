@@ -38,6 +38,7 @@ import json
 import os
 import sqlite3
 import threading
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -77,6 +78,9 @@ from acquisition.store.records import (
 #: ``failed`` (stopped by a fault); ``interrupted`` (stopped by the operator).
 #: ``stopped`` (an inspection run that ended early by its own policy).
 CAMPAIGN_STATUSES = ("running", "completed", "incomplete", "failed", "interrupted", "stopped")
+
+#: Tables a manifest must have to be a store's (the others are created when a writable store is opened).
+REQUIRED_TABLES = ("campaigns", "parts", "captures", "masks")
 
 #: Top folders of the store that :meth:`CaptureStore.write_artifact` may write into.
 ARTIFACT_FOLDERS = ("inspections", "reports", "artifacts")
@@ -152,6 +156,22 @@ def _row_types(row: sqlite3.Row) -> tuple[str, ...]:
     return (row["defect_type"],) if int(row["area_px"]) > 0 else ()
 
 
+#: The largest row id SQLite stores (a signed 64-bit integer).
+_MAX_ROW_ID = 2**63 - 1
+
+
+def _capture_id(value: Any, root: Path) -> int:
+    """A capture id as an int; one that cannot be a row id (not an integer, < 1, beyond 64 bits) is an
+    unknown capture (StoreError), not an overflow deep in SQLite."""
+    try:
+        cid = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise StoreError(f"invalid capture id {value!r}: expected an integer") from None
+    if not 1 <= cid <= _MAX_ROW_ID:
+        raise StoreError(f"unknown capture {cid} in {root}")
+    return cid
+
+
 def _dumps(value: Any, what: str) -> str:
     try:
         return json.dumps(value, default=_json_default, sort_keys=True)
@@ -169,13 +189,27 @@ class CaptureStore:
     open the same store (SQLite WAL + write transactions).
 
     ``png_compression`` is the zlib level (0-9) of stored frames: 1 is fast and still lossless.
+
+    ``read_only=True`` (every reading command: ``dataset info``, export, training's loaders, ``cell label
+    --read-only``) opens the manifest with SQLite's ``mode=ro`` and never writes: it reads a store on a
+    read-only mount or share, and every writing method raises StoreError ("... is open read-only").
+    Where the folder cannot even hold SQLite's ``-shm`` companion file (a read-only medium) and no
+    write-ahead log is pending, it falls back to ``immutable=1`` (nothing can be writing there).
+
+    An existing store (``store.json`` present) whose manifest is missing, empty (0 bytes) or has none of the
+    store's tables is damaged: StoreError, whatever the mode; a new empty manifest is never created for it.
+    Every path the manifest names is checked to stay inside the store (see :meth:`path_of`).
     """
 
-    def __init__(self, root: str | Path, create: bool = False, *, png_compression: int = 1) -> None:
+    def __init__(self, root: str | Path, create: bool = False, *, png_compression: int = 1,
+                 read_only: bool = False) -> None:
         self.root = Path(root)
         self.png_compression = int(png_compression)
+        self.read_only = bool(read_only)
         self._lock = threading.RLock()
         self._conn: Optional[sqlite3.Connection] = None
+        if self.read_only and create:
+            raise StoreError(f"{self.root}: a store opened read-only cannot be created")
         marker = self.root / STORE_FILE
         if not marker.exists():
             if not create:
@@ -184,7 +218,16 @@ class CaptureStore:
                 raise StoreError(f"{self.root}: no such capture store")
             self._initialise()
         version = self._check_marker(marker)
-        self._connect()
+        self._check_manifest_file()
+        if self.read_only:
+            if version != FORMAT_VERSION:
+                raise StoreError(
+                    f"{self.root}: store format version {version} must be upgraded to {FORMAT_VERSION} before it "
+                    "can be read, which needs write access: open it once writable (e.g. `cell label`) or copy it"
+                )
+            self._connect_read_only()
+            return
+        self._connect(existing=True)
         if version != FORMAT_VERSION:
             try:
                 self._migrate(marker)
@@ -204,7 +247,7 @@ class CaptureStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
-        self._connect()
+        self._connect(existing=False)
         meta = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -251,18 +294,108 @@ class CaptureStore:
         meta.update({"format_version": FORMAT_VERSION, "schema": SCHEMA_SUMMARY, "upgraded": _now()})
         _files.atomic_write(marker, (json.dumps(meta, indent=2) + "\n").encode())
 
-    def _connect(self) -> None:
+    def _check_manifest_file(self) -> None:
+        """An existing store's manifest must be there and non-empty (a wiped manifest is an error, never
+        replaced by a new empty one)."""
         path = self.root / MANIFEST_FILE
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise StoreError(
+                f"{path}: the store's manifest is missing ({STORE_FILE} is there): the store is damaged; "
+                "restore the manifest from a backup (no new empty manifest is created)"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read the manifest: {exc.strerror or exc}") from None
+        if size == 0:
+            raise StoreError(
+                f"{path}: the store's manifest is empty (0 bytes): the store is damaged; "
+                "restore the manifest from a backup"
+            )
+
+    def _check_tables(self, conn: sqlite3.Connection, path: Path) -> None:
+        """Refuse a manifest without the store's tables (wiped, or another SQLite file)."""
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [name for name in REQUIRED_TABLES if name not in tables]
+        if missing:
+            raise StoreError(
+                f"{path}: not a capture store manifest (no table {', '.join(missing)}): the store is damaged; "
+                "restore the manifest from a backup"
+            )
+
+    def _connect(self, existing: bool) -> None:
+        """Open the manifest for writing (WAL); ``existing``: it must already hold the store's tables."""
+        path = self.root / MANIFEST_FILE
+        conn = None
         try:
             conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
+            if existing:
+                self._check_tables(conn, path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(SCHEMA)
         except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
             raise StoreError(f"{path}: cannot open manifest: {exc}") from None
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
         self._conn = conn
+
+    def _connect_read_only(self) -> None:
+        """Open the manifest with ``mode=ro`` (see the class docstring); the store's tables must be there."""
+        path = self.root / MANIFEST_FILE
+        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+        conn = None
+        try:
+            try:
+                conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+                self._check_tables(conn, path)
+            except sqlite3.OperationalError as exc:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                wal = self.root / (MANIFEST_FILE + "-wal")
+                if "unable to open" not in str(exc):
+                    raise
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise StoreError(
+                        f"{path}: cannot open manifest read-only: its write-ahead log ({wal.name}) holds changes "
+                        "that cannot be read where SQLite cannot create its -shm file (a read-only folder); open "
+                        "the store once where it is writable, then read it here"
+                    ) from None
+                # A read-only medium: SQLite cannot create the -shm file a WAL reader needs. No log is pending,
+                # so the main file is complete and nobody can be writing here: read it as immutable.
+                conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+                self._check_tables(conn, path)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"{path}: cannot open manifest read-only: {exc}") from None
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        self._conn = conn
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.root}: the store is open read-only: cannot {what}")
+
+    def path_of(self, relpath: str, what: str = "store file") -> Path:
+        """The absolute path of a store-relative (POSIX) path, checked to stay inside the store.
+
+        Every image, mask and artifact path the store reads or writes goes through here (the manifest is
+        untrusted): ``..``, an absolute path or a symlink out of the store raises StoreError naming ``what``
+        and the path (see :func:`acquisition.store._files.resolve_inside`).
+        """
+        return _files.resolve_inside(self.root, relpath, what)
 
     def close(self) -> None:
         """Close the manifest connection (idempotent)."""
@@ -289,6 +422,7 @@ class CaptureStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE: holds the store's write lock across processes)."""
+        self._check_writable("write to its manifest")
         with self._lock:
             db = self._db
             try:
@@ -359,7 +493,8 @@ class CaptureStore:
         if status not in CAMPAIGN_STATUSES:
             raise StoreError(f"invalid campaign status {status!r}: expected one of {CAMPAIGN_STATUSES}")
         summary_json = _dumps(dict(summary), f"summary of campaign {name!r}")
-        path = self.root / "campaigns" / _files.check_name("campaign name", name) / "summary.json"
+        self._check_writable(f"finish campaign {name!r}")
+        path = self.path_of(f"campaigns/{_files.check_name('campaign name', name)}/summary.json", "campaign summary")
         with self._write() as db:
             cur = db.execute(
                 "UPDATE campaigns SET status = ?, summary_json = ?, updated = ? WHERE name = ?",
@@ -471,7 +606,7 @@ class CaptureStore:
             if mask_payload is not None and mask_payload.area > 0 and label_row is not None and label_row["label"] == "good":
                 raise StoreError(f"part {part_id!r} is marked good: a defect mask cannot be stored for {relpath}")
             # Files first (complete and durable), row last.
-            _files.atomic_write(self.root / relpath, png)
+            _files.atomic_write(self.path_of(relpath, "capture image"), png)
             mask_rels = None
             if mask_payload is not None:
                 mask_rels = self._write_mask_files(f"masks/{campaign}/{part_id}/{pose_id}.r1", mask_payload)
@@ -529,7 +664,7 @@ class CaptureStore:
 
     def get_capture(self, capture_id: int) -> CaptureRecord:
         """The capture with this id; unknown id -> StoreError."""
-        rows = self._query("SELECT * FROM captures WHERE id = ?", (int(capture_id),))
+        rows = self._query("SELECT * FROM captures WHERE id = ?", (_capture_id(capture_id, self.root),))
         if not rows:
             raise StoreError(f"unknown capture {capture_id} in {self.root}")
         return self._capture_from_row(rows[0])
@@ -538,7 +673,7 @@ class CaptureStore:
         """Absolute path of a capture's image file."""
         if not isinstance(record, CaptureRecord):
             record = self.get_capture(record)
-        return self.root / record.image_relpath
+        return self.path_of(record.image_relpath, f"image of capture {record.id}")
 
     def load_image(self, record: CaptureRecord | int) -> np.ndarray:
         """The stored pixels: (H, W) mono or (H, W, 3) RGB, uint8/uint16, exactly as captured."""
@@ -597,6 +732,8 @@ class CaptureStore:
                         "clear them first (clear_masks=True)"
                     )
                 if masked:
+                    for r in rows:
+                        self._check_mask_paths(int(r["capture_id"]), r)
                     db.executemany("DELETE FROM masks WHERE capture_id = ?", [(r["capture_id"],) for r in rows])
                     stale = [rel for r in rows for rel in (r["relpath"], r["types_relpath"]) if rel]
             db.execute(
@@ -719,6 +856,8 @@ class CaptureStore:
                     f"mask of capture {capture.id} changed since revision {revision} (now revision {current}): "
                     "reload it before saving"
                 )
+            if row is not None:
+                self._check_mask_paths(capture.id, row)  # the old files are deleted after the commit
             label = db.execute("SELECT label FROM parts WHERE part_id = ?", (capture.part_id,)).fetchone()["label"]
             if payload.area > 0 and label == "good":
                 raise StoreError(
@@ -741,11 +880,11 @@ class CaptureStore:
         """Write ``<base>.png`` (and ``<base>.types.png`` when there are several types) crash-safely;
         returns their relpaths (the second None when not written)."""
         relpath = f"{base}.png"
-        _files.atomic_write(self.root / relpath, payload.mask_png)
+        _files.atomic_write(self.path_of(relpath, "mask"), payload.mask_png)
         types_rel = None
         if payload.types_png is not None:
             types_rel = f"{base}.types.png"
-            _files.atomic_write(self.root / types_rel, payload.types_png)
+            _files.atomic_write(self.path_of(types_rel, "type label map"), payload.types_png)
         return relpath, types_rel
 
     @staticmethod
@@ -774,7 +913,7 @@ class CaptureStore:
 
     def mask_info(self, capture_id: int) -> Optional[MaskInfo]:
         """Metadata of a capture's mask, or None when it has none."""
-        rows = self._query("SELECT * FROM masks WHERE capture_id = ?", (int(capture_id),))
+        rows = self._query("SELECT * FROM masks WHERE capture_id = ?", (_capture_id(capture_id, self.root),))
         return self._mask_info_from_row(rows[0]) if rows else None
 
     def mask_infos(self) -> dict[int, MaskInfo]:
@@ -789,7 +928,8 @@ class CaptureStore:
         if info is None:
             self.get_capture(capture_id)  # unknown capture -> StoreError
             return None, None, 0
-        return _files.decode_mask(self.root / info.relpath), info.defect_type, info.revision
+        return _files.decode_mask(self.path_of(info.relpath, f"mask of capture {info.capture_id}")), \
+            info.defect_type, info.revision
 
     def mask_labels(self, capture_id: int) -> tuple[Optional[np.ndarray], list[str], int]:
         """``(type label map (H, W) uint8 | None, types, revision)`` of a capture's mask; revision 0: no mask.
@@ -802,10 +942,10 @@ class CaptureStore:
         if info is None:
             self.get_capture(capture_id)  # unknown capture -> StoreError
             return None, [], 0
-        mask = _files.decode_mask(self.root / info.relpath)
+        mask = _files.decode_mask(self.path_of(info.relpath, f"mask of capture {info.capture_id}"))
         if info.types_relpath is None:
             return mask.view(np.uint8).copy(), list(info.types), info.revision
-        path = self.root / info.types_relpath
+        path = self.path_of(info.types_relpath, f"type label map of capture {info.capture_id}")
         labels = _files.decode_labels(path)
         if labels.shape != mask.shape or not np.array_equal(labels > 0, mask) or int(labels.max()) > len(info.types):
             raise StoreError(f"{path}: type label map does not match its mask {info.relpath} (the store is damaged)")
@@ -813,6 +953,7 @@ class CaptureStore:
 
     def delete_mask(self, capture_id: int, revision: Optional[int] = None) -> None:
         """Remove a capture's mask (same revision check as :meth:`set_mask`); no mask -> no-op."""
+        capture_id = _capture_id(capture_id, self.root)
         with self._write() as db:
             row = db.execute(
                 "SELECT relpath, types_relpath, revision FROM masks WHERE capture_id = ?", (int(capture_id),)
@@ -825,6 +966,7 @@ class CaptureStore:
                 )
             if row is None:
                 return
+            self._check_mask_paths(int(capture_id), row)
             db.execute("DELETE FROM masks WHERE capture_id = ?", (int(capture_id),))
         self._remove_files([rel for rel in (row["relpath"], row["types_relpath"]) if rel])
 
@@ -900,19 +1042,30 @@ class CaptureStore:
             )
         for part in parts[1:]:
             _files.check_name("artifact path component", part)
-        _files.atomic_write(self.root.joinpath(*parts), bytes(data))
+        self._check_writable(f"write artifact {relpath!r}")
+        _files.atomic_write(self.path_of("/".join(parts), "artifact"), bytes(data))
         return "/".join(parts)
 
     # ------------------------------------------------------------------ maintenance
+    def _check_mask_paths(self, capture_id: int, row: sqlite3.Row) -> None:
+        """Refuse (StoreError) a masks row whose files lie outside the store: they would be deleted."""
+        self.path_of(row["relpath"], f"mask of capture {capture_id}")
+        if row["types_relpath"]:
+            self.path_of(row["types_relpath"], f"type label map of capture {capture_id}")
+
     def _remove_files(self, relpaths: Sequence[str]) -> None:
+        """Delete files of old rows; a path that would leave the store is never touched."""
         for rel in relpaths:
             try:
-                (self.root / rel).unlink()
-            except OSError:
+                self.path_of(rel, "old file").unlink()
+            except (OSError, StoreError):
                 pass  # an unreferenced file is harmless; verify() lists it as an orphan
 
     def cleanup_temp(self) -> int:
-        """Delete temporary files left by interrupted writes of processes that are gone; returns the count."""
+        """Delete temporary files left by interrupted writes of processes that are gone; returns the count
+        (0 for a store open read-only: it deletes nothing)."""
+        if self.read_only:
+            return 0
         with self._lock:
             return self._cleanup_temp()
 
@@ -963,7 +1116,11 @@ class CaptureStore:
         return report
 
     def _verify_file(self, rel: str, sha: str, report: VerifyReport) -> None:
-        path = self.root / rel
+        try:
+            path = self.path_of(rel, "manifest path")
+        except StoreError:
+            report.problems.append(f"{rel!r}: leaves the store (absolute, '..' or a symlink out)")
+            return
         if not path.is_file():
             report.problems.append(f"{rel}: missing")
             return

@@ -27,9 +27,10 @@ def command() -> None:
 def info(dataset: Path, as_json: bool) -> None:
     """Counts per label, campaigns, defect types, and a full integrity check (every file's sha256).
 
-    Exits non-zero when the check finds a missing or altered file.
+    Exits non-zero when the check finds a missing or altered file. Opens the store read-only (it may lie on
+    a read-only mount); a missing or wiped manifest is an error.
     """
-    with CaptureStore(dataset) as store:
+    with CaptureStore(dataset, read_only=True) as store:
         campaigns = store.campaigns()
         parts = store.parts()
         report = store.verify()
@@ -98,9 +99,9 @@ def export(
     """Write the labelled captures of DATASET as train/good, test/<defect>, ground_truth/<defect>.
 
     <defect> is a mask's one region type, or "combined" when its regions have several types (their type
-    maps go to region_types/, their types to export.json).
+    maps go to region_types.npz, their types to export.json). Reads DATASET read-only.
     """
-    with CaptureStore(dataset) as store:
+    with CaptureStore(dataset, read_only=True) as store:
         report = store.export_mvtec(
             out_dir,
             list(campaigns) if campaigns else None,

@@ -1,6 +1,7 @@
 """``cell label DATASET``: the labelling app over a capture store, in the browser."""
 from __future__ import annotations
 
+import os
 import signal
 import webbrowser
 from pathlib import Path
@@ -12,6 +13,14 @@ from acquisition.store import CaptureStore
 from cell.labelling.api import LabellingApp
 from cell.labelling.carry import GeometryResolver
 from cell.labelling.server import WHAT, LabellingHTTPServer, check_bind_host
+from cell.local_http import remote_bind_warning
+
+
+def store_is_writable(dataset: Path) -> bool:
+    """False when the dataset folder or its manifest cannot be written (a read-only mount or share, or no
+    permission): the app then opens it read-only instead of failing to open it."""
+    manifest = dataset / "manifest.sqlite"
+    return os.access(dataset, os.W_OK) and (not manifest.exists() or os.access(manifest, os.W_OK))
 
 
 def build_app(
@@ -20,9 +29,11 @@ def build_app(
     calibration: Optional[Path] = None,
     plane_z_mm: Optional[float] = None,
     superpixel_size: int = 32,
+    read_only: bool = False,
 ) -> LabellingApp:
-    """Open the store and wire the app: carry-over geometry and, with ``model_dir``, review mode."""
-    store = CaptureStore(dataset, create=False)
+    """Open the store and wire the app: carry-over geometry and, with ``model_dir``, review mode.
+    ``read_only``: open the store read-only (browse and review; every edit is refused with 403)."""
+    store = CaptureStore(dataset, create=False, read_only=read_only)
     try:
         camera = T_flange_cam = None
         source = "calibration"
@@ -69,12 +80,22 @@ def build_app(
               help="Height of the part surface in the robot base frame, mm (default: from the campaign plan).")
 @click.option("--superpixel-size", type=click.IntRange(8, 256), default=32, show_default=True,
               help="Typical superpixel edge length, px.")
+@click.option("--read-only", "read_only", is_flag=True,
+              help="Open DATASET read-only: browse and review, edits refused (automatic when it is not writable).")
 @click.option("--verbose", is_flag=True, help="Log every request.")
 def command(dataset: Path, port: int, host: str, allow_remote: bool, no_browser: bool, model_dir: Optional[Path],
-            calibration: Optional[Path], plane_z_mm: Optional[float], superpixel_size: int, verbose: bool) -> None:
+            calibration: Optional[Path], plane_z_mm: Optional[float], superpixel_size: int, read_only: bool,
+            verbose: bool) -> None:
     """Label DATASET (a capture store): masks, part labels, carry-over, review. Ctrl+C stops."""
     check_bind_host(host, allow_remote, WHAT)
-    app = build_app(dataset, model_dir, calibration, plane_z_mm, superpixel_size)
+    warning = remote_bind_warning(host, allow_remote, WHAT)
+    if warning:
+        click.echo(warning, err=True)
+    if not read_only and dataset.is_dir() and not store_is_writable(dataset):
+        read_only = True
+        click.echo(f"note: {dataset} is not writable: opened read-only (browse and review; edits are refused)",
+                   err=True)
+    app = build_app(dataset, model_dir, calibration, plane_z_mm, superpixel_size, read_only=read_only)
     try:
         server = LabellingHTTPServer(app, host, port, allow_remote=allow_remote, verbose=verbose)
     except BaseException:

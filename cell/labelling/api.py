@@ -158,7 +158,20 @@ class LabellingApp:
         self._review_thread: threading.Thread | None = None
         self._review_error: str | None = None
         self._closed = threading.Event()
-        self.settings_path = Path(store.root) / SETTINGS_DIR / SETTINGS_FILE
+
+    @property
+    def settings_path(self) -> Path:
+        """The app's settings file inside the dataset, checked to stay inside it (StoreError otherwise)."""
+        return self.store.path_of(f"{SETTINGS_DIR}/{SETTINGS_FILE}", "labelling settings")
+
+    @property
+    def read_only(self) -> bool:
+        """True when the store is open read-only: browsing works, every change is refused (403)."""
+        return bool(getattr(self.store, "read_only", False))
+
+    def _require_writable(self, what: str) -> None:
+        if self.read_only:
+            raise ApiError(403, f"the dataset {self.store.root} is open read-only: cannot {what}")
 
     def close(self) -> None:
         self._closed.set()
@@ -215,12 +228,13 @@ class LabellingApp:
         """The dataset's defect types: the ones added in the app plus those already used by mask regions
         (without the reserved names, which no region can be painted with)."""
         types: list[str] = []
-        if self.settings_path.is_file():
-            try:
-                data = json.loads(self.settings_path.read_text(encoding="utf-8"))
+        try:
+            path = self.settings_path
+            if path.is_file():
+                data = json.loads(path.read_text(encoding="utf-8"))
                 types = [t for t in data.get("defect_types", []) if isinstance(t, str)]
-            except (OSError, ValueError, AttributeError):
-                types = []
+        except (OSError, ValueError, AttributeError, StoreError):  # unreadable or outside the dataset: ignored
+            types = []
         for t in self.store.defect_types():
             if t not in types:
                 types.append(t)
@@ -244,6 +258,7 @@ class LabellingApp:
         if not isinstance(name, str) or not name.strip():
             raise ApiError(400, "defect type must be a non-empty string")
         name = self._check_type(name, "name")
+        self._require_writable("add a defect type")
         with self._lock:
             types = self.defect_types()
             if name not in types:
@@ -294,6 +309,7 @@ class LabellingApp:
             "review": self.score_provider is not None,
             "review_model": getattr(self.score_provider, "name", None),
             "superpixel_size_px": self.superpixel_size_px,
+            "read_only": self.read_only,
         }
 
     # ------------------------------------------------------------------ images and superpixels
@@ -330,10 +346,13 @@ class LabellingApp:
         return png
 
     def prefetch(self, capture_ids: list[int]) -> None:
-        """Load images and superpixels of the given captures in a background thread (next/previous)."""
+        """Load images and superpixels of the given captures in a background thread (next/previous).
+
+        Every id must be a stored capture: an unknown one -> ApiError 404 naming it, and nothing is queued."""
+        records = [self.capture(cid) for cid in capture_ids]
 
         def work() -> None:
-            for cid in capture_ids:
+            for cid in (r.id for r in records):
                 if self._closed.is_set():
                     return
                 try:
@@ -396,8 +415,13 @@ class LabellingApp:
         value) gives its pixels ``defect_type`` (default: the mask's only type, else the dataset's first),
         re-typing pixels of another type; erase and removals clear pixels whatever their type.
         A ``base_revision`` other than the stored one -> 409 (another tab saved in between).
+        An edit that changes no pixel's type (a brush stroke entirely outside the image, erasing nothing, ...)
+        stores nothing: 200 with ``"changed": false`` and the same revision. The one exception is ``clear`` on
+        a capture without a mask, which stores an empty mask ("looked at, no defect here").
+        A store open read-only -> 403.
         """
         record = self.capture(capture_id)
+        self._require_writable("save a mask edit")
         op = body.get("op")
         if not isinstance(op, str):
             raise ApiError(400, "edit needs an 'op' string")
@@ -415,7 +439,9 @@ class LabellingApp:
             history = self._history(record.id, revision)
             defect_type = self._paint_type(body, typed)
             new = self._apply(op, record, typed, body, history, defect_type)
-            if new is None:
+            if new is None or (new.same_as(typed) and not (op == "clear" and revision == 0)):
+                if op == "accept_proposal":
+                    self._proposals.pop(record.id, None)  # accepted: it adds nothing to the stored mask
                 return self._edit_reply(record, revision, typed, typed, stored_type, history, changed=False)
             if op not in ("undo", "redo"):
                 history.record(typed, new)
@@ -540,6 +566,7 @@ class LabellingApp:
     # ------------------------------------------------------------------ parts
     def set_part_label(self, part_id: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         """Mark a part good / defective / unlabelled. Good with masked poses -> 409 unless ``clear_masks``."""
+        self._require_writable("change a part label")
         label = body.get("label")
         if label not in ("good", "defective", "unlabelled"):
             raise ApiError(400, f"'label' must be good, defective or unlabelled, got {label!r}")
@@ -583,7 +610,7 @@ class LabellingApp:
         siblings = [r for r in self.store.captures(part_id=record.part_id) if r.id != record.id]
         targets = (body or {}).get("targets")
         if targets is not None:
-            if not isinstance(targets, list) or not all(isinstance(t, int) for t in targets):
+            if not isinstance(targets, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
                 raise ApiError(400, "'targets' must be a list of capture ids")
             wanted = set(targets)
             siblings = [r for r in siblings if r.id in wanted]

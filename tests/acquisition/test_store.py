@@ -486,11 +486,13 @@ def test_export_mvtec_puts_an_image_with_several_region_types_in_combined(tmp_pa
     assert (out / "test" / "combined" / "c1_d3_a.png").is_file() and (out / "test" / "crack" / "c1_d4_a.png").is_file()
     gt = cv2.imread(str(out / "ground_truth" / "combined" / "c1_d3_a_mask.png"), cv2.IMREAD_UNCHANGED)
     assert gt.dtype == np.uint8 and set(np.unique(gt)) == {0, 255} and np.array_equal(gt == 255, labels > 0)
-    types_map = cv2.imread(str(out / "region_types" / "c1_d3_a_types.png"), cv2.IMREAD_UNCHANGED)
+    with np.load(out / "region_types.npz", allow_pickle=False) as maps:
+        assert list(maps.keys()) == ["c1_d3_a"]
+        types_map = maps["c1_d3_a"]
     assert types_map.dtype == np.uint8 and np.array_equal(types_map, labels)
     entries = {e["file"]: e for e in json.loads((out / "export.json").read_text())["files"]}
     assert entries["test/combined/c1_d3_a.png"]["types"] == ["scratch", "crack"]
-    assert entries["test/combined/c1_d3_a.png"]["types_map"] == "region_types/c1_d3_a_types.png"
+    assert entries["test/combined/c1_d3_a.png"]["types_map"] == {"file": "region_types.npz", "key": "c1_d3_a"}
     assert entries["test/crack/c1_d4_a.png"]["types"] == ["crack"] and entries["test/crack/c1_d4_a.png"]["types_map"] is None
     # what MVTec readers expect: ground_truth/<defect>/ holds exactly one <stem>_mask.png per test/<defect>/ image
     for folder in (out / "test").iterdir():

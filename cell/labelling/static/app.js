@@ -344,7 +344,8 @@
       setMaskState(st);
       if (!sameSize) fit();
       S.ready = true;
-      setMessage("");
+      if (S.index.read_only) setMessage("This dataset is open read-only: browse and review only, edits are not saved.", "warn");
+      else setMessage("");
       loadSuperpixels(id, token);
       if (S.review) loadReviewLayers(id, token);
       else { clearLayer("heat-layer"); clearLayer("pred-layer"); }
