@@ -102,6 +102,8 @@ not_a_list = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=Tru
     | st.dictionaries(st.text(max_size=4), leaf, max_size=3)
 not_an_int = st.none() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12) | st.booleans() \
     | st.lists(leaf, max_size=3) | st.dictionaries(st.text(max_size=4), leaf, max_size=3)
+not_a_number = st.none() | st.text(max_size=12) | st.booleans() | st.lists(leaf, max_size=3) \
+    | st.dictionaries(st.text(max_size=4), leaf, max_size=3)
 not_a_bool = anything.filter(lambda v: not isinstance(v, bool))
 bad_number_item = (st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not math.isfinite(v))
                    | st.text(alphabet="abcxyz!?", min_size=1, max_size=5) | st.none() | st.lists(leaf, max_size=2)
@@ -117,8 +119,9 @@ bad_points = st.one_of(
 
 
 def bad_range(lo: float, hi: float):
+    """Numbers outside [lo, hi] (NaN and infinities included) and values that are no number at all."""
     return (st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not (lo <= v <= hi))
-            | st.integers().filter(lambda v: not (lo <= v <= hi)) | not_an_int)
+            | st.integers().filter(lambda v: not (lo <= v <= hi)) | not_a_number)
 
 
 bad_name = st.one_of(
