@@ -71,3 +71,7 @@ class CameraConfigError(CameraError):
 # --- store -----------------------------------------------------------------------------------------
 class StoreError(AcquisitionError):
     """The capture store could not be read or written (the store itself stays consistent)."""
+
+
+class UnknownCapture(StoreError):
+    """The store holds no capture of that id (an id that cannot be a row id included)."""

@@ -48,7 +48,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from acquisition.camera import Frame
-from acquisition.errors import StoreError
+from acquisition.errors import StoreError, UnknownCapture
 from acquisition.store import _files
 from acquisition.store._labels import normalize_labels, row_defect_type
 from acquisition.store._schema import (
@@ -162,14 +162,26 @@ _MAX_ROW_ID = 2**63 - 1
 
 def _capture_id(value: Any, root: Path) -> int:
     """A capture id as an int; one that cannot be a row id (not an integer, < 1, beyond 64 bits) is an
-    unknown capture (StoreError), not an overflow deep in SQLite."""
+    unknown capture (UnknownCapture, a StoreError), not an overflow deep in SQLite."""
     try:
         cid = int(value)
     except (TypeError, ValueError, OverflowError):
-        raise StoreError(f"invalid capture id {value!r}: expected an integer") from None
+        raise UnknownCapture(f"invalid capture id {value!r}: expected an integer") from None
     if not 1 <= cid <= _MAX_ROW_ID:
-        raise StoreError(f"unknown capture {cid} in {root}")
+        raise UnknownCapture(f"unknown capture {cid} in {root}")
     return cid
+
+
+@contextmanager
+def _row_of(what: str) -> Iterator[None]:
+    """Read a manifest row: malformed JSON, or a NULL or text where a number belongs (a tampered or damaged
+    manifest: the store is untrusted data) raises StoreError naming the row, not a traceback."""
+    try:
+        yield
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise StoreError(
+            f"manifest row of {what} is damaged ({type(exc).__name__}: {str(exc)[:200]}); the store is damaged"
+        ) from None
 
 
 def _dumps(value: Any, what: str) -> str:
@@ -475,7 +487,7 @@ class CaptureStore:
                 raise StoreError(
                     f"campaign {name!r} already exists in {self.root}: resume it (--resume) or choose another name"
                 )
-            elif json.loads(row["config_json"]) != json.loads(config_json):
+            elif _stored_config(row, name) != json.loads(config_json):
                 raise StoreError(
                     f"campaign {name!r} in {self.root} was started with a different configuration; "
                     "resume it with the same cell and campaign files, or choose another name"
@@ -521,17 +533,18 @@ class CaptureStore:
         counts = self._query(
             "SELECT COUNT(*) AS n, COUNT(DISTINCT part_id) AS p FROM captures WHERE campaign = ?", (row["name"],)
         )[0]
-        return CampaignStatus(
-            name=row["name"],
-            status=row["status"],
-            created=row["created"],
-            updated=row["updated"],
-            config=json.loads(row["config_json"]),
-            calibration_id=row["calibration_id"],
-            n_captures=int(counts["n"]),
-            n_parts=int(counts["p"]),
-            summary=json.loads(row["summary_json"]) if row["summary_json"] else None,
-        )
+        with _row_of(f"campaign {row['name']!r}"):
+            return CampaignStatus(
+                name=row["name"],
+                status=row["status"],
+                created=row["created"],
+                updated=row["updated"],
+                config=json.loads(row["config_json"]),
+                calibration_id=row["calibration_id"],
+                n_captures=int(counts["n"]),
+                n_parts=int(counts["p"]),
+                summary=json.loads(row["summary_json"]) if row["summary_json"] else None,
+            )
 
     # ------------------------------------------------------------------ captures
     def image_relpath(self, campaign: str, part_id: str, pose_id: str) -> str:
@@ -663,10 +676,10 @@ class CaptureStore:
         return [self._capture_from_row(r) for r in self._query(sql + " ORDER BY id", params)]
 
     def get_capture(self, capture_id: int) -> CaptureRecord:
-        """The capture with this id; unknown id -> StoreError."""
+        """The capture with this id; unknown id -> UnknownCapture (a StoreError); a damaged row -> StoreError."""
         rows = self._query("SELECT * FROM captures WHERE id = ?", (_capture_id(capture_id, self.root),))
         if not rows:
-            raise StoreError(f"unknown capture {capture_id} in {self.root}")
+            raise UnknownCapture(f"unknown capture {capture_id} in {self.root}")
         return self._capture_from_row(rows[0])
 
     def image_path(self, record: CaptureRecord | int) -> Path:
@@ -681,6 +694,11 @@ class CaptureStore:
 
     @staticmethod
     def _capture_from_row(row: sqlite3.Row) -> CaptureRecord:
+        with _row_of(f"capture {row['id']!r}"):
+            return CaptureStore._capture_record(row)
+
+    @staticmethod
+    def _capture_record(row: sqlite3.Row) -> CaptureRecord:
         return CaptureRecord(
             id=int(row["id"]),
             campaign=row["campaign"],
@@ -905,11 +923,12 @@ class CaptureStore:
 
     @staticmethod
     def _mask_info_from_row(r: sqlite3.Row) -> MaskInfo:
-        return MaskInfo(
-            capture_id=int(r["capture_id"]), relpath=r["relpath"], defect_type=r["defect_type"], source=r["source"],
-            revision=int(r["revision"]), sha256=r["sha256"], area_px=int(r["area_px"]), updated=r["updated"],
-            types=_row_types(r), types_relpath=r["types_relpath"], types_sha256=r["types_sha256"],
-        )
+        with _row_of(f"the mask of capture {r['capture_id']!r}"):
+            return MaskInfo(
+                capture_id=int(r["capture_id"]), relpath=r["relpath"], defect_type=r["defect_type"], source=r["source"],
+                revision=int(r["revision"]), sha256=r["sha256"], area_px=int(r["area_px"]), updated=r["updated"],
+                types=_row_types(r), types_relpath=r["types_relpath"], types_sha256=r["types_sha256"],
+            )
 
     def mask_info(self, capture_id: int) -> Optional[MaskInfo]:
         """Metadata of a capture's mask, or None when it has none."""
@@ -979,7 +998,10 @@ class CaptureStore:
     def get_setting(self, key: str, default: Any = None) -> Any:
         """A dataset-wide setting (JSON value), e.g. ``"defect_types"``: the labelling tool's list."""
         rows = self._query("SELECT value_json FROM settings WHERE key = ?", (key,))
-        return json.loads(rows[0]["value_json"]) if rows else default
+        if not rows:
+            return default
+        with _row_of(f"setting {key!r}"):
+            return json.loads(rows[0]["value_json"])
 
     def set_setting(self, key: str, value: Any) -> None:
         """Store a dataset-wide JSON-able setting (last write wins)."""
@@ -1019,14 +1041,15 @@ class CaptureStore:
         sql, params = "SELECT * FROM inspections", ()
         if part_id is not None:
             sql, params = sql + " WHERE part_id = ?", (part_id,)
-        return [
-            InspectionRecord(
-                id=int(r["id"]), part_id=r["part_id"], verdict=r["verdict"], reason=r["reason"],
-                scores=json.loads(r["scores_json"]), worst_pose=r["worst_pose"], model_dir=r["model_dir"],
-                time=r["time"],
-            )
-            for r in self._query(sql + " ORDER BY id", params)
-        ]
+        records = []
+        for r in self._query(sql + " ORDER BY id", params):
+            with _row_of(f"inspection {r['id']!r}"):
+                records.append(InspectionRecord(
+                    id=int(r["id"]), part_id=r["part_id"], verdict=r["verdict"], reason=r["reason"],
+                    scores=json.loads(r["scores_json"]), worst_pose=r["worst_pose"], model_dir=r["model_dir"],
+                    time=r["time"],
+                ))
+        return records
 
     # ------------------------------------------------------------------ artifacts
     def write_artifact(self, relpath: str, data: bytes) -> str:
@@ -1088,12 +1111,20 @@ class CaptureStore:
 
     def verify(self) -> VerifyReport:
         """Check every capture row's image and every mask row's files (mask, type label map): exist and match
-        their sha256.
+        their sha256; and that every capture, mask and campaign row parses (a malformed row is a problem).
 
         Files under ``images/`` and ``masks/`` that no row references are listed as orphans (harmless).
         """
         report = VerifyReport()
         referenced: set[str] = set()
+        for sql, read in (("SELECT * FROM captures", self._capture_from_row),
+                          ("SELECT * FROM masks", self._mask_info_from_row),
+                          ("SELECT * FROM campaigns", self._campaign_from_row)):
+            for row in self._query(sql):  # every row must parse (a tampered manifest is damaged too)
+                try:
+                    read(row)
+                except StoreError as exc:
+                    report.problems.append(str(exc))
         for row in self._query("SELECT image_relpath AS rel, sha256 FROM captures"):
             report.n_captures += 1
             referenced.add(row["rel"])
@@ -1150,6 +1181,11 @@ class CaptureStore:
             self, out_dir, campaign, test_good_fraction=test_good_fraction, seed=seed,
             train_campaigns=train_campaigns, overwrite=overwrite,
         )
+
+
+def _stored_config(row: sqlite3.Row, name: str) -> Any:
+    with _row_of(f"campaign {name!r}"):
+        return json.loads(row["config_json"])
 
 
 def _pid_alive(pid: int) -> bool:

@@ -73,7 +73,7 @@ def info(dataset: Path, as_json: bool) -> None:
             console.print(f"verify: ok, {report.n_captures} images and {report.n_masks} masks match their sha256{orphan_note}")
     if not report.ok:
         shown = "; ".join(report.problems[:5]) + (" ..." if len(report.problems) > 5 else "")
-        raise StoreError(f"{dataset}: {len(report.problems)} damaged file(s): {shown}")
+        raise StoreError(f"{dataset}: {len(report.problems)} damaged file(s) or manifest row(s): {shown}")
 
 
 @command.command(name="export")

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import cv2
 import numpy as np
 
-from acquisition.errors import StoreError
+from acquisition.errors import StoreError, UnknownCapture
 from acquisition.store import COMBINED_TYPE, CaptureRecord, CaptureStore, MaskInfo
 from acquisition.store._files import atomic_write, check_name
 from acquisition.store._labels import row_defect_type
@@ -186,8 +186,10 @@ class LabellingApp:
             raise ApiError(400, f"capture id must be an integer, got {capture_id!r}") from None
         try:
             return self.store.get_capture(cid)
-        except StoreError:
+        except UnknownCapture:
             raise ApiError(404, f"unknown capture {cid}") from None
+        except StoreError as exc:  # a damaged row of the manifest: the data is broken, not the request
+            raise ApiError(500, str(exc)) from None
 
     def image(self, record: CaptureRecord) -> np.ndarray:
         image = self._images.get(record.id)

@@ -7,8 +7,9 @@ Besides its static files, the app serves the dataset's captures by capture id, t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from acquisition.errors import StoreError
 from cell.labelling.api import LabellingApp
 from cell.local_http import (
     MAX_BODY_BYTES,
@@ -29,7 +30,25 @@ WHAT = "the labelling app"
 LabellingServerError = LocalServerError
 
 
+def _store_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """A route handler whose StoreError (a damaged or tampered dataset: a bad manifest row, a path leaving the
+    store, an unreadable file) is answered as a one-line 500, not reported as a bug of the server."""
+    def answer(*args: Any) -> Any:
+        try:
+            return handler(*args)
+        except StoreError as exc:
+            raise ApiError(500, str(exc)) from None
+    return answer
+
+
 def _routes(app: LabellingApp) -> list[Route]:
+    routes = _app_routes(app)
+    for route in routes:
+        route.handler = _store_errors(route.handler)
+    return routes
+
+
+def _app_routes(app: LabellingApp) -> list[Route]:
     def png(data: bytes) -> tuple[str, bytes]:
         return "image/png", data
 

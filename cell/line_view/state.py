@@ -12,6 +12,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Optional
 
+from acquisition.errors import StoreError
+from acquisition.store._files import resolve_inside
 from cell.line_result import LineResult, utc_now
 from cell.signals.base import LineSink, LineStatus, Reporter, no_report
 
@@ -100,7 +102,8 @@ class LineViewSink(LineSink):
         rel = picture_of(last)
         if not rel or not rel.endswith(".png"):
             return None
-        target = (self.store_root / rel).resolve()
-        if not target.is_relative_to(self.store_root) or not target.is_file():
+        try:  # the store's one check of a path inside it (no '..', no absolute path, no symlink out)
+            target = resolve_inside(self.store_root, rel, "line picture").resolve()
+        except StoreError:
             return None
-        return target
+        return target if target.is_file() else None

@@ -389,3 +389,20 @@ def test_a_pending_write_ahead_log_on_a_read_only_mount_is_named(tmp_path: Path)
     assert result.returncode != 0 and "write-ahead log (manifest.sqlite-wal) holds changes" in result.stderr
     with CaptureStore(root, read_only=True) as store:  # where the folder is writable, the log is read
         assert store.get_setting("k") == 1
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE captures SET commanded_pose = 'not json'",
+    "UPDATE captures SET width = 'wide'",
+    "UPDATE masks SET types_json = '{broken'",
+    "UPDATE masks SET revision = 'r2'",
+    "UPDATE campaigns SET config_json = '['",
+])
+def test_a_malformed_manifest_row_is_a_store_error_naming_the_row(one_capture, sql) -> None:
+    root, _, _ = one_capture
+    _set_column(root, sql, ())
+    with CaptureStore(root, read_only=True) as store:
+        with pytest.raises(StoreError, match="manifest row of .* is damaged"):
+            store.captures()
+            store.mask_infos()
+            store.campaigns()

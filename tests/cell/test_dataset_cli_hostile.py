@@ -77,3 +77,15 @@ def test_info_export_and_the_training_loader_read_a_store_on_a_read_only_mount(s
     result = runner([sys.executable, "-c", loader])
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:1] == ["13"]  # 10 good + 3 defective-part poses with a mask row
+
+
+def test_a_malformed_manifest_row_is_one_error_line(store_root, capsys):
+    import sqlite3
+
+    conn = sqlite3.connect(store_root / "manifest.sqlite")
+    with conn:
+        conn.execute("UPDATE captures SET joints = '[1, 2' WHERE id = 3")
+    conn.close()
+    assert main(["dataset", "info", str(store_root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "manifest row of capture 3 is damaged" in err[0]

@@ -292,3 +292,17 @@ def test_cell_label_on_a_read_only_mount_opens_it_read_only_by_itself(hostile):
     assert result.returncode == 0, result.stderr
     assert "read_only True 2" in result.stdout
     assert "not writable: opened read-only" in result.stderr
+
+
+def test_a_malformed_manifest_row_is_a_one_line_500_not_a_server_bug(hostile):
+    root, cid, _, _, _, serve = hostile
+    _tamper(root, "UPDATE captures SET actual_pose = 'not json' WHERE id = ?", (cid,))
+    server, store = serve()
+    try:
+        for method, path in (("GET", "/api/index"), ("GET", f"/api/captures/{cid}/mask")):
+            status, payload = request(server, method, path)
+            assert status == 500 and "is damaged" in payload["error"] and "\n" not in payload["error"], path
+        assert server.bugs == []
+    finally:
+        server.stop()
+        store.close()
