@@ -136,6 +136,8 @@ def measure_part_cycle(plan_name: str, parts: int, model: Any, *, depth: int, fo
         "s_per_part_run": wall / parts,
         "s_per_part_steady": float(np.mean(intervals)) if intervals.size else None,
         "first_verdict_s": verdict_times[0] - t0 if verdict_times else None,
+        "worker": summary.pipeline,  # busy_s / busy_cpu_s: store + score + decide, per run
+        "worker_busy_s_per_part": summary.pipeline.get("busy_s", 0.0) / parts,
         "load_before": load_before, "load_after": load_average(),
     }
 

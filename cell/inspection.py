@@ -74,6 +74,8 @@ class InspectionSummary:
     campaign: str
     results: list[PartResult] = field(default_factory=list)
     stopped_early: Optional[str] = None
+    #: the worker behind the motion: :meth:`cell.pipeline.MotionPipeline.stats` of the run
+    pipeline: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         return {v: sum(r.verdict == v for r in self.results) for v in VERDICTS}
@@ -461,6 +463,7 @@ def run_inspection(
             # exception (a bug, Ctrl-C): what was captured is stored and decided, never dropped
             line.take(pipeline.drain())
     summary.stopped_early = line.stop
+    summary.pipeline = pipeline.stats()
     signal.finish(summary.stopped_early)
     store.finish_campaign(campaign, "stopped" if summary.stopped_early else "completed", {
         "counts": summary.counts(), "confusion": summary.confusion(), "stopped_early": summary.stopped_early,

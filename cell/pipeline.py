@@ -76,7 +76,8 @@ class MotionPipeline(Generic[J, R]):
     waits for every submitted job and stops the worker.
 
     Statistics for tests and benchmarks: :attr:`max_waiting` (the most jobs seen waiting in the queue at a
-    submit, never above ``depth``), :attr:`blocked_s` (seconds :meth:`submit` waited for room).
+    submit, never above ``depth``), :attr:`blocked_s` (seconds :meth:`submit` waited for room), :attr:`busy_s`
+    and :attr:`busy_cpu_s` (wall and thread-CPU seconds spent in ``handle``); :meth:`stats` has them all.
     """
 
     def __init__(
@@ -101,6 +102,9 @@ class MotionPipeline(Generic[J, R]):
         self._closed = False
         self.max_waiting = 0
         self.blocked_s = 0.0
+        self.busy_s = 0.0
+        self.busy_cpu_s = 0.0
+        self.handled = 0
         self._thread: Optional[threading.Thread] = None
         self._jobs: "Optional[queue.Queue[Any]]" = None
         self._ready = threading.Event()
@@ -109,8 +113,8 @@ class MotionPipeline(Generic[J, R]):
             self._thread = threading.Thread(target=self._run, name=name, daemon=True)
             self._thread.start()
             self._ready.wait()
-            if self._broken is not None:
-                raise PipelineBroken(f"{name}: the worker could not start: {self._broken}") from self._broken
+            if self._broken is not None:  # its resource could not be opened (e.g. a StoreError): say why
+                raise self._broken
 
     # ------------------------------------------------------------------ the caller's side
     @property
@@ -190,11 +194,22 @@ class MotionPipeline(Generic[J, R]):
             raise PipelineBroken(f"the worker behind the motion died: {type(self._broken).__name__}: "
                                  f"{self._broken}") from self._broken
 
+    def stats(self) -> dict[str, Any]:
+        """depth, jobs handled, max_waiting, blocked_s, busy_s, busy_cpu_s (see the class docstring)."""
+        return {"depth": self.depth, "handled": self.handled, "max_waiting": self.max_waiting,
+                "blocked_s": round(self.blocked_s, 4), "busy_s": round(self.busy_s, 4),
+                "busy_cpu_s": round(self.busy_cpu_s, 4)}
+
     def _call(self, resource: Any, job: J) -> Done[J, R]:
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
         try:
             return Done(job, result=self._handle(resource, job))
         except Exception as exc:  # noqa: BLE001 - a fault of one job is that job's outcome
             return Done(job, error=exc)
+        finally:
+            self.busy_s += time.perf_counter() - wall0
+            self.busy_cpu_s += time.thread_time() - cpu0
+            self.handled += 1
 
     def _run(self) -> None:
         assert self._jobs is not None

@@ -124,6 +124,16 @@ def test_the_worker_store_is_its_own_connection_opened_in_the_worker_thread(tmp_
     assert separate and opened_in == [handled_in] and handled_in != threading.get_ident()
 
 
+def test_a_worker_resource_that_cannot_be_opened_is_raised_as_itself():
+    from acquisition.errors import StoreError
+
+    def refuse():
+        raise StoreError("/nowhere: no such capture store")
+
+    with pytest.raises(StoreError, match="no such capture store"):
+        MotionPipeline(lambda r, j: j, depth=1, open_resource=refuse)
+
+
 def test_the_part_decision_is_one_function_of_the_scored_poses():
     threshold = ThresholdDecision(1.0, "manual")
     pose = lambda pid, s: ScoredPose(pid, s, np.zeros((4, 5), np.float32), np.zeros(6), (8, 10))  # noqa: E731
