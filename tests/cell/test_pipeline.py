@@ -366,8 +366,8 @@ def test_cli_capture_killed_mid_campaign_resumes_with_nothing_lost_or_duplicated
 
 
 def _child_killed_with_frames_queued(root: str, marker: str) -> None:
-    """Run a pipelined campaign on the fast sim cell whose store writes are slow; SIGKILL this process at the
-    5th image rename, when frames the robot already took are still waiting for the writer."""
+    """Run a pipelined campaign on the fast sim cell whose store writes are slow; SIGKILL this process right
+    after an image rename (row not committed) while frames the robot already took wait for the writer."""
     from cell.campaign import run_campaign
     from tests.cell.sim_fixtures import demo_plan, small_cell
 
@@ -378,10 +378,11 @@ def _child_killed_with_frames_queued(root: str, marker: str) -> None:
         if "/images/" not in str(dst):
             return real_replace(src, dst)
         count["renamed"] += 1
-        if count["renamed"] < 5:
-            time.sleep(0.15)  # a slow disk: the robot gets ahead of the writer
+        time.sleep(0.3)  # a slow disk: the robot gets ahead of the writer
         real_replace(src, dst)
-        if count["renamed"] == 5:  # the image is in place, its row not committed
+        # from the 5th image on, once 2 frames taken by the robot wait behind this one (or at the 12th):
+        # the image is in place, its row not committed
+        if count["renamed"] >= 5 and (count["taken"] - count["renamed"] >= 2 or count["renamed"] == 12):
             Path(marker).write_text(json.dumps(count))
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -419,11 +420,13 @@ def test_campaign_killed_with_frames_waiting_for_the_writer_resumes_exactly(tmp_
     campaign, plan = demo_plan(cell)
     with CaptureStore(root) as store, cell:
         before = store.captures()
-        assert len(before) == 4 and store.verify().ok  # the 5th image was renamed, its row never committed
-        assert store.verify().orphans == ["images/q/q-0002/" + plan[0].pose_id + ".png"]
+        committed = count["renamed"] - 1  # the last renamed image never got its row
+        assert len(before) == committed and store.verify().ok
+        part, pose = divmod(committed, len(plan))
+        assert store.verify().orphans == [f"images/q/q-{part + 1:04d}/{plan[pose].pose_id}.png"]
         summary = run_campaign(cell.robot, cell.camera, store, plan, 4, campaign="q", envelope=cell.envelope,
                                speed=campaign.plan.speed, accel=campaign.plan.accel, on_new_part=cell.on_new_part,
                                resume=True, pipeline_depth=3)
-        assert summary.status == "completed" and summary.captures_new == 16 - 4
+        assert summary.status == "completed" and summary.captures_new == 16 - committed
         _assert_complete_once(store, "q", 4, len(plan))
-        assert [c.sha256 for c in store.captures()][:4] == [c.sha256 for c in before]
+        assert [c.sha256 for c in store.captures()][:committed] == [c.sha256 for c in before]
