@@ -36,7 +36,8 @@ VERDICTS = ("OK", "NOK", "error")
 
 
 class InspectConfig(BaseModel):
-    """The ``inspect:`` behaviour (CLI flags override)."""
+    """The ``inspect:`` behaviour (CLI flags override). ``heatmaps``: ``nok`` draws the poses above the threshold
+    of a NOK part, ``all`` every pose of every part."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -243,8 +244,9 @@ class _InspectionWorker:
         height, width = np.asarray(job.frame.pixels).shape[:2]
         state.scored.append(ScoredPose(pose_id, float(score), anomaly_map, np.asarray(job.actual, dtype=float),
                                        (int(height), int(width))))
-        if self.config.heatmaps != "none":
-            state.pixels[pose_id] = job.frame.pixels
+        if self.config.heatmaps == "all" or (
+                self.config.heatmaps == "nok" and bool(self.threshold.is_anomalous(np.array([score]))[0])):
+            state.pixels[pose_id] = job.frame.pixels  # only the frames a heatmap will be drawn for
         return _PoseOutcome(job.part_id, pose_id, False)
 
     def _part_end(self, store: CaptureStore, job: _PartEnd) -> _PartOutcome:
