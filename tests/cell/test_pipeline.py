@@ -200,6 +200,10 @@ def test_pipelined_line_reports_and_records_parts_in_order_with_the_sequential_v
     expected = ["NOK" if r.max_score > threshold else "OK" for r in sequential.results]
     assert sorted(expected) == ["NOK", "NOK", "OK", "OK"]
     assert [r.verdict for r in pipelined.results] == expected == [r.verdict for r in records]
+    for r in pipelined.results:  # heatmaps: the poses above the threshold of each NOK part, nothing else
+        above = sorted(pid for pid, score in r.pose_scores.items() if score > threshold) if r.verdict == "NOK" else []
+        assert sorted(Path(h).name.removesuffix("_heatmap.png") for h in r.heatmaps) == above
+        assert all((tmp_path / "p" / "store" / h).is_file() for h in r.heatmaps)
 
 
 def test_the_robot_is_never_more_than_the_queue_ahead_of_the_scoring(tmp_path):
