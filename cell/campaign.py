@@ -14,6 +14,13 @@ and :class:`CampaignError` says what happened and how to resume. A pose whose ca
 or that the robot refuses without moving (unreachable, outside the envelope along the path), is recorded
 as failed (never silently skipped) and the campaign goes on; the summary lists it and ``--resume``
 retries it. Any other camera error (lost device) or store error (full disk) stops the campaign.
+
+Behind the motion (:mod:`cell.pipeline`, ``pipeline_depth`` > 0): the robot thread moves and captures, a
+worker thread writes each frame to the store (its own connection) while the robot moves on; the robot waits
+only when ``pipeline_depth`` frames are waiting. A frame counts as captured (summary, progress) once its row
+is committed. When the campaign stops (fault, Ctrl-C) every frame already taken is still written before the
+summary; a killed process loses only the frames not yet committed, and ``--resume`` takes exactly those
+again. ``pipeline_depth: 0`` writes in the robot's thread, as before.
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ from acquisition.errors import (
 from acquisition.robot import Robot
 from acquisition.store import CaptureStore
 from cell.errors import CampaignError
+from cell.pipeline import DEFAULT_DEPTH, Done, MotionPipeline, worker_store
 
 #: on_new_part(part_id) -> the part's true label ("good" / "defective") when known (simulation), else None.
 NewPartHook = Callable[[str], Optional[str]]
@@ -243,6 +251,7 @@ def run_campaign(
     progress: Optional[CampaignProgress] = None,
     part_id_format: str = "{campaign}-{index:04d}",
     sim_clock: Optional[Callable[[], float]] = None,
+    pipeline_depth: int = DEFAULT_DEPTH,
 ) -> CampaignSummary:
     """Capture ``parts`` parts at every pose of ``plan`` into ``store`` as campaign ``campaign``.
 
@@ -251,7 +260,8 @@ def run_campaign(
     the motion limits BEFORE any motion (violation -> CampaignError, robot not moved). ``config`` is
     stored with the campaign (resume must present the same). ``camera_retries``: extra attempts after a
     CameraTimeout before the pose is recorded as failed. ``sim_clock``: a ``now()`` callable whose
-    elapsed time is reported as ``sim_s``.
+    elapsed time is reported as ``sim_s``. ``pipeline_depth``: frames that may wait behind the robot for the
+    store writer (0 = write in this thread).
 
     Returns the run's :class:`CampaignSummary` (also written to ``campaigns/<name>/summary.json`` in the
     store). A fault that stops the campaign raises CampaignError after the summary is written.
@@ -292,6 +302,10 @@ def run_campaign(
         progress.start(campaign, parts, len(plan))
     stop_error: Optional[BaseException] = None
     interrupted = False
+    writer: MotionPipeline[_StoreJob, Any] = MotionPipeline(
+        _StoreWriter(), depth=pipeline_depth, open_resource=worker_store(store), inline_resource=store,
+        name=f"store-{campaign}",
+    )
     try:
         for index, part_id in enumerate(ids):
             if progress is not None:
@@ -313,18 +327,29 @@ def run_campaign(
                         progress.pose_done(part_id, planned.pose_id, "skipped")
                     continue
                 outcome = _capture_pose(
-                    robot, camera, store, summary, campaign, part_id, planned,
+                    robot, camera, writer, summary, campaign, part_id, planned,
                     speed=speed, accel=accel, camera_retries=camera_retries, capture_timeout_s=capture_timeout_s,
                     on_robot_fault=on_robot_fault, max_recoveries=max_recoveries_per_pose,
                     calibration_id=calibration_id,
                 )
-                if progress is not None:
+                if progress is not None and outcome == "failed":
                     progress.pose_done(part_id, planned.pose_id, outcome)
+                store_error = _count_stored(writer.poll(), summary, progress)
+                if store_error is not None:
+                    raise store_error
     except (RobotError, CameraError, StoreError) as exc:
         stop_error = exc
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        # every frame already taken is written before the summary (the worker goes on after a stop)
+        stopped_at = summary.stopped_at
+        store_error = _count_stored(writer.drain(), summary, progress)
+        if stop_error is None and store_error is not None:
+            stop_error = store_error
+        elif stop_error is not None:
+            summary.stopped_at = stopped_at  # the fault that stopped the campaign names its pose
+        writer.close()
         if progress is not None:
             progress.stop()
 
@@ -393,10 +418,67 @@ def capture_with_retries(
     return None, retries + 1, last
 
 
+@dataclass(frozen=True)
+class _StoreJob:
+    """A frame taken at one pose, on its way to the store writer."""
+
+    campaign: str
+    part_id: str
+    planned: PlannedPoseLike
+    frame: Frame
+    commanded: np.ndarray
+    actual: np.ndarray
+    joints: np.ndarray
+    calibration_id: Optional[str]
+
+
+class _StoreWriter:
+    """The writer's handler: store one frame (in the pipeline's worker, with the worker's store). After a
+    store error it writes nothing more (returns None), so the store holds what a sequential campaign would
+    have: the poses before the one that failed; the frames taken meanwhile are taken again by ``--resume``."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def __call__(self, store: CaptureStore, job: _StoreJob) -> Any:
+        if self.failed:
+            return None
+        try:
+            return store_frame(store, job.campaign, job.part_id, job.planned, job.frame, job.commanded, job.actual,
+                               job.joints, calibration_id=job.calibration_id)
+        except StoreError:
+            self.failed = True
+            raise
+
+
+def _count_stored(done: Sequence[Done[_StoreJob, Any]], summary: CampaignSummary,
+                  progress: Optional[CampaignProgress]) -> Optional[BaseException]:
+    """Count the frames the writer committed; returns the first store error (its pose becomes ``stopped_at``).
+    A handler error that is not a StoreError is a bug and is raised."""
+    first: Optional[BaseException] = None
+    for item in done:
+        job = item.job
+        if item.error is not None:
+            if not isinstance(item.error, StoreError):
+                raise item.error
+            if first is None:
+                first = item.error
+                summary.stopped_at = {"part_id": job.part_id, "pose_id": job.planned.pose_id}
+            continue
+        if item.result is None:  # not written: the writer stopped at an earlier store error
+            continue
+        summary.captures_new += 1
+        if job.frame.extra.get("sim_mask") is not None:
+            summary.masks_stored += 1
+        if progress is not None:
+            progress.pose_done(job.part_id, job.planned.pose_id, "captured")
+    return first
+
+
 def _capture_pose(
     robot: Robot,
     camera: Camera,
-    store: CaptureStore,
+    writer: MotionPipeline[_StoreJob, Any],
     summary: CampaignSummary,
     campaign: str,
     part_id: str,
@@ -410,7 +492,8 @@ def _capture_pose(
     max_recoveries: int,
     calibration_id: Optional[str],
 ) -> str:
-    """Move to one pose, capture and store it. Returns "captured" or "failed"; stopping faults raise."""
+    """Move to one pose, capture it and hand the frame to the store writer. Returns "captured" (handed over) or
+    "failed"; stopping faults raise."""
     pose_id = planned.pose_id
     commanded = np.asarray(planned.pose, dtype=float).reshape(6)
     summary.stopped_at = {"part_id": part_id, "pose_id": pose_id}
@@ -441,10 +524,7 @@ def _capture_pose(
         summary.stopped_at = None
         return "failed"
 
-    store_frame(store, campaign, part_id, planned, frame, commanded, actual, joints, calibration_id=calibration_id)
-    summary.captures_new += 1
-    if frame.extra.get("sim_mask") is not None:
-        summary.masks_stored += 1
+    writer.submit(_StoreJob(campaign, part_id, planned, frame, commanded, actual, joints, calibration_id))
     summary.stopped_at = None
     return "captured"
 

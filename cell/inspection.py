@@ -1,9 +1,11 @@
 """``cell inspect``: the unattended line loop.
 
-For each new part: run the pose plan, capture and store every image, score it with the trained detector,
-and decide: NOK when any pose's score exceeds the model's threshold, OK when every pose was captured and
-scored below it. A robot or camera fault NEVER yields OK: the part is recorded as ``error`` with the
-reason, and the loop continues (after trying ``robot.recover()``) or stops, as configured. Each part gets an
+For each new part: run the pose plan, capture every image, and (behind the motion, :mod:`cell.pipeline`)
+store and score it with the trained detector; when the part's last pose is scored, :func:`decide_part`
+decides from the part's :class:`ScoredPose` list: NOK when any pose's score exceeds the model's threshold,
+OK when every pose was captured and scored below it. A fault anywhere (robot, camera, store, a scoring
+exception, a non-finite score) NEVER yields OK: the part is recorded as ``error`` with the reason, and the
+loop continues (after ``robot.recover()`` for a robot/camera fault) or stops, as configured. Each part gets an
 inspection row in the store (verdict, per-pose scores, worst pose, model), heatmaps for NOK parts, its
 :class:`~cell.line_result.LineResult` for the line's signals (:mod:`cell.signals`) and one live line on the
 console.
@@ -19,13 +21,14 @@ from typing import Any, Callable, Literal, Optional, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from acquisition.errors import CameraError, CameraTimeout, RobotError
+from acquisition.errors import CameraError, CameraTimeout, RobotError, StoreError
 from acquisition.store import CaptureStore
 from cell.campaign import apply_truth, capture_with_retries, part_ids, store_frame
 from cell.errors import CampaignError, LineStopped
 from cell.line_result import LineResult, utc_now
 from cell.model_input import InputSpec, score_capture
 from cell.overlays import heatmap_overlay, png_bytes
+from cell.pipeline import DEFAULT_DEPTH, Done, MotionPipeline, worker_store
 from cell.signals import LineSignals
 from detectors.thresholds import ThresholdDecision
 
@@ -33,7 +36,8 @@ VERDICTS = ("OK", "NOK", "error")
 
 
 class InspectConfig(BaseModel):
-    """The ``inspect:`` behaviour (CLI flags override)."""
+    """The ``inspect:`` behaviour (CLI flags override). ``heatmaps``: ``nok`` draws the poses above the threshold
+    of a NOK part, ``all`` every pose of every part."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,11 +46,14 @@ class InspectConfig(BaseModel):
     camera_retries: int = Field(2, ge=0, le=20)
     capture_timeout_s: float = Field(2.0, gt=0.0)
     heatmaps: Literal["nok", "all", "none"] = "nok"
+    pipeline_depth: int = Field(DEFAULT_DEPTH, ge=0, le=64,
+                                description="captured poses that may wait behind the robot; 0 = sequential")
 
 
 @dataclass
 class PartResult:
-    """The outcome of one part. ``pose_scores``: pose id -> image score (only poses that were scored)."""
+    """The outcome of one part. ``pose_scores``: pose id -> image score (only poses that were scored);
+    ``score``: the part's score from :func:`decide_part` (None for an error part)."""
 
     part_id: str
     verdict: str
@@ -56,6 +63,7 @@ class PartResult:
     truth: Optional[str] = None
     seconds: float = 0.0
     heatmaps: list[str] = field(default_factory=list)
+    score: Optional[float] = None
 
     @property
     def max_score(self) -> Optional[float]:
@@ -67,6 +75,8 @@ class InspectionSummary:
     campaign: str
     results: list[PartResult] = field(default_factory=list)
     stopped_early: Optional[str] = None
+    #: the worker behind the motion: :meth:`cell.pipeline.MotionPipeline.stats` of the run
+    pipeline: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         return {v: sum(r.verdict == v for r in self.results) for v in VERDICTS}
@@ -80,96 +90,198 @@ class InspectionSummary:
         return table
 
 
-class _NonFiniteScore(Exception):
-    """The model scored a pose NaN or infinite: the part's verdict is "error", never OK or NOK."""
-
-
 def to_line_result(result: PartResult, *, campaign: str, index: int, threshold: ThresholdDecision,
                    model_dir: Optional[Path], started_at: str, finished_at: str) -> LineResult:
-    """What the line's signals are told about ``result``: the part score is the worst pose's score (None for an
+    """What the line's signals are told about ``result``: the part's score from :func:`decide_part` (None for an
     error part: a fault is never reported as a score below the threshold). No defect list until the part map
     exists; the worst pose and the heatmaps' store paths travel in ``extra``."""
     return LineResult(
         part_id=result.part_id, campaign=campaign, verdict=result.verdict, reason=result.reason,
         started_at=started_at, finished_at=finished_at,
-        score=result.max_score if result.verdict != "error" else None, threshold=threshold.value,
+        score=result.score if result.verdict != "error" else None, threshold=threshold.value,
         model=None if model_dir is None else str(model_dir), truth=result.truth, index=index,
         extra={"worst_pose": result.worst_pose, "heatmaps": list(result.heatmaps)},
     )
 
 
-def _move_and_capture(robot: Any, camera: Any, pose: np.ndarray, speed: float, accel: float, config: InspectConfig):
-    robot.move_linear(pose.tolist(), speed, accel)
-    actual = np.asarray(robot.tcp_pose(), dtype=float)
-    joints = np.asarray(robot.joint_positions(), dtype=float)
-    frame, _, last = capture_with_retries(camera, retries=config.camera_retries, timeout_s=config.capture_timeout_s)
-    if frame is None:
-        raise CameraTimeout(f"camera timed out {config.camera_retries + 1} time(s): {last}")
-    return frame, actual, joints
+
+# ---------------------------------------------------------------------------------------------- the decision
+@dataclass(frozen=True)
+class ScoredPose:
+    """One scored pose of a part, in plan order: what the part's decision (and the part map) is made from.
+
+    ``anomaly_map``: (h, w) float32 (today at the capture's resolution); ``tcp_pose``: the ACTUAL TCP pose
+    the robot read back at the capture, (6,) m + rotation vector, base frame; ``frame_shape``: the capture's
+    (height, width) in pixels, so a map at another resolution can be brought back onto the frame.
+    """
+
+    pose_id: str
+    score: float
+    anomaly_map: np.ndarray
+    tcp_pose: np.ndarray
+    frame_shape: tuple[int, int]
 
 
-def inspect_part(
-    *,
-    robot: Any,
-    camera: Any,
-    store: CaptureStore,
-    plan: Sequence[Any],
-    speed: float,
-    accel: float,
-    campaign: str,
-    part_id: str,
-    detector: Any,
-    spec: InputSpec,
-    threshold: ThresholdDecision,
-    config: InspectConfig,
-    truth: Optional[str] = None,
-    model_dir: Optional[Path] = None,
-    calibration_id: Optional[str] = None,
-) -> PartResult:
-    """Inspect one part already on the table; records the capture rows, the heatmaps and the inspection row."""
-    started = time.perf_counter()
-    result = PartResult(part_id=part_id, verdict="error", truth=truth)
-    maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    try:
-        for planned in plan:
-            pose = np.asarray(planned.pose, dtype=float).reshape(6)
-            frame, actual, joints = _move_and_capture(robot, camera, pose, speed, accel, config)
-            store_frame(store, campaign, part_id, planned, frame, pose, actual, joints,
-                        calibration_id=calibration_id, extra_meta={"inspection": True})
-            score, anomaly_map = score_capture(detector, frame.pixels, spec)
-            if not math.isfinite(score):  # e.g. a numerical overflow: never compared with the threshold
-                raise _NonFiniteScore(f"the model gave a non-finite score ({score}) for pose {planned.pose_id}")
-            result.pose_scores[planned.pose_id] = score
-            if config.heatmaps != "none":
-                maps[planned.pose_id] = (frame.pixels, anomaly_map)
-    except (RobotError, CameraError, _NonFiniteScore) as exc:
-        result.reason = f"{type(exc).__name__}: {exc}"
-    else:
-        result.worst_pose = max(result.pose_scores, key=result.pose_scores.get)  # type: ignore[arg-type]
-        nok = threshold.is_anomalous(np.array([result.max_score]))[0]
-        result.verdict = "NOK" if nok else "OK"
-        result.reason = (
-            f"score {result.max_score:.4g} at {result.worst_pose} "
-            f"{'>' if nok else '<='} threshold {threshold.value:.4g}"
-        )
-    if result.verdict == "NOK" or config.heatmaps == "all":
-        result.heatmaps = _store_heatmaps(store, campaign, part_id, maps, threshold)
-    result.seconds = time.perf_counter() - started
-    store.add_inspection(
-        part_id,
-        result.verdict,
-        result.reason,
-        scores={
-            "poses": result.pose_scores,
-            "max": result.max_score,
-            "threshold": threshold.value,
-            "heatmaps": result.heatmaps,
-            "campaign": campaign,
-        },
-        worst_pose=result.worst_pose,
-        model_dir=model_dir,
+@dataclass(frozen=True)
+class PartDecision:
+    """The verdict of a fully scored part: ``verdict`` OK / NOK / error, a one-line ``reason``, the part's
+    ``score`` (None for error) and the pose that decided it."""
+
+    verdict: str
+    reason: str
+    score: Optional[float] = None
+    worst_pose: Optional[str] = None
+
+
+def decide_part(scored: Sequence[ScoredPose], threshold: ThresholdDecision) -> PartDecision:
+    """THE part decision, from the part's scored poses in plan order (every pose of the plan captured and
+    scored; the loop makes faulted parts ``error`` before they get here): NOK when the worst pose's image
+    score exceeds the model's image threshold, else OK. A non-finite score, or no pose at all, is ``error``:
+    NaN compared with a threshold would read as "not above it", i.e. OK."""
+    if not scored:
+        return PartDecision("error", "no pose was scored")
+    bad = [p.pose_id for p in scored if not math.isfinite(p.score)]
+    if bad:
+        return PartDecision("error", f"non-finite score at pose {bad[0]}")
+    worst = max(scored, key=lambda p: p.score)
+    nok = bool(threshold.is_anomalous(np.array([worst.score]))[0])
+    return PartDecision(
+        "NOK" if nok else "OK",
+        f"score {worst.score:.4g} at {worst.pose_id} {'>' if nok else '<='} threshold {threshold.value:.4g}",
+        score=float(worst.score), worst_pose=worst.pose_id,
     )
-    return result
+
+
+# ---------------------------------------------------------------------------------------------- the worker
+class _NonFiniteScore(Exception):
+    """The model scored a pose NaN or infinite (or its map holds NaN): the part's verdict is "error"."""
+
+
+@dataclass(frozen=True)
+class _PoseJob:
+    """A captured pose on its way to the worker (store, then score)."""
+
+    part_id: str
+    planned: Any
+    frame: Any
+    commanded: np.ndarray
+    actual: np.ndarray
+    joints: np.ndarray
+
+
+@dataclass(frozen=True)
+class _PartEnd:
+    """The robot is done with a part: ``fault`` is its robot/camera fault (None when every pose was taken)."""
+
+    part_id: str
+    truth: Optional[str]
+    started: float
+    fault: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class _PoseOutcome:
+    part_id: str
+    pose_id: str
+    failed: bool
+
+
+@dataclass(frozen=True)
+class _PartOutcome:
+    result: PartResult
+    robot_fault: bool
+    record_error: Optional[str] = None
+
+
+@dataclass
+class _PartState:
+    scored: list[ScoredPose] = field(default_factory=list)
+    pixels: dict[str, np.ndarray] = field(default_factory=dict)
+    failure: Optional[str] = None
+
+
+class _InspectionWorker:
+    """Handles the inspection's jobs in order, in the pipeline's worker (or inline): per pose, store the
+    frame and score it; per part end, decide, write the heatmaps and the inspection row. Every fault of a
+    pose (store, scoring exception, non-finite score) makes its part ``error``; the later poses of a failed
+    part are still stored (the captures stay complete) but no longer scored."""
+
+    def __init__(self, *, detector: Any, spec: InputSpec, threshold: ThresholdDecision, config: InspectConfig,
+                 campaign: str, plan_size: int, model_dir: Optional[Path], calibration_id: Optional[str]) -> None:
+        self.detector, self.spec, self.threshold, self.config = detector, spec, threshold, config
+        self.campaign, self.plan_size = campaign, plan_size
+        self.model_dir, self.calibration_id = model_dir, calibration_id
+        self._parts: dict[str, _PartState] = {}
+
+    def __call__(self, store: CaptureStore, job: Any) -> Any:
+        if isinstance(job, _PoseJob):
+            return self._pose(store, job)
+        return self._part_end(store, job)
+
+    def _pose(self, store: CaptureStore, job: _PoseJob) -> _PoseOutcome:
+        state = self._parts.setdefault(job.part_id, _PartState())
+        pose_id = job.planned.pose_id
+        try:
+            store_frame(store, self.campaign, job.part_id, job.planned, job.frame, job.commanded, job.actual,
+                        job.joints, calibration_id=self.calibration_id, extra_meta={"inspection": True})
+        except StoreError as exc:
+            state.failure = state.failure or f"StoreError: {exc}"
+            return _PoseOutcome(job.part_id, pose_id, True)
+        if state.failure is not None:
+            return _PoseOutcome(job.part_id, pose_id, True)
+        try:
+            score, anomaly_map = score_capture(self.detector, job.frame.pixels, self.spec)
+            if not math.isfinite(score):  # e.g. a numerical overflow: never compared with the threshold
+                raise _NonFiniteScore(f"the model gave a non-finite score ({score}) for pose {pose_id}")
+            if not np.all(np.isfinite(anomaly_map)):
+                raise _NonFiniteScore(f"the model gave a non-finite anomaly map for pose {pose_id}")
+        except _NonFiniteScore as exc:
+            state.failure = f"_NonFiniteScore: {exc}"
+            return _PoseOutcome(job.part_id, pose_id, True)
+        except Exception as exc:  # noqa: BLE001 - a model that fails never passes a part
+            state.failure = f"scoring pose {pose_id} failed: {type(exc).__name__}: {exc}"
+            return _PoseOutcome(job.part_id, pose_id, True)
+        height, width = np.asarray(job.frame.pixels).shape[:2]
+        state.scored.append(ScoredPose(pose_id, float(score), anomaly_map, np.asarray(job.actual, dtype=float),
+                                       (int(height), int(width))))
+        if self.config.heatmaps == "all" or (
+                self.config.heatmaps == "nok" and bool(self.threshold.is_anomalous(np.array([score]))[0])):
+            state.pixels[pose_id] = job.frame.pixels  # only the frames a heatmap will be drawn for
+        return _PoseOutcome(job.part_id, pose_id, False)
+
+    def _part_end(self, store: CaptureStore, job: _PartEnd) -> _PartOutcome:
+        state = self._parts.pop(job.part_id, _PartState())
+        result = PartResult(part_id=job.part_id, verdict="error", truth=job.truth)
+        result.pose_scores = {p.pose_id: p.score for p in state.scored}
+        # the first fault in pose order decides the reason: a pose's store/scoring fault comes before the
+        # robot/camera fault at a later pose that ended the part
+        reasons = [r for r in (state.failure, job.fault) if r]
+        if reasons:
+            result.reason = "; then ".join(reasons)
+        elif len(state.scored) != self.plan_size:
+            result.reason = f"only {len(state.scored)} of {self.plan_size} poses were scored"
+        else:
+            decision = decide_part(state.scored, self.threshold)
+            result.verdict, result.reason = decision.verdict, decision.reason
+            result.score, result.worst_pose = decision.score, decision.worst_pose
+        record_error = None
+        try:
+            if result.verdict == "NOK" or self.config.heatmaps == "all":
+                maps = {p.pose_id: (state.pixels[p.pose_id], p.anomaly_map) for p in state.scored
+                        if p.pose_id in state.pixels}
+                result.heatmaps = _store_heatmaps(store, self.campaign, job.part_id, maps, self.threshold)
+            result.seconds = time.perf_counter() - job.started
+            store.add_inspection(
+                job.part_id, result.verdict, result.reason,
+                scores={"poses": result.pose_scores, "max": result.max_score, "part_score": result.score,
+                        "threshold": self.threshold.value, "heatmaps": result.heatmaps, "campaign": self.campaign},
+                worst_pose=result.worst_pose, model_dir=self.model_dir,
+            )
+        except StoreError as exc:
+            record_error = f"StoreError: {exc}"
+            result.verdict, result.score = "error", None
+            result.reason = f"{result.reason}; the inspection record could not be written: {exc}"
+        return _PartOutcome(result, robot_fault=job.fault is not None, record_error=record_error)
 
 
 def _store_heatmaps(
@@ -184,6 +296,96 @@ def _store_heatmaps(
         overlay = heatmap_overlay(pixels, anomaly_map, vmin=float(np.min(anomaly_map)), vmax=max(threshold.value * 1.5, float(np.max(anomaly_map))))
         paths.append(store.write_artifact(f"inspections/{campaign}/{part_id}/{pose_id}_heatmap.png", png_bytes(overlay)))
     return paths
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+def _move_and_capture(robot: Any, camera: Any, pose: np.ndarray, speed: float, accel: float, config: InspectConfig):
+    robot.move_linear(pose.tolist(), speed, accel)
+    actual = np.asarray(robot.tcp_pose(), dtype=float)
+    joints = np.asarray(robot.joint_positions(), dtype=float)
+    frame, _, last = capture_with_retries(camera, retries=config.camera_retries, timeout_s=config.capture_timeout_s)
+    if frame is None:
+        raise CameraTimeout(f"camera timed out {config.camera_retries + 1} time(s): {last}")
+    return frame, actual, joints
+
+
+def _sink_waits_before_part(signal: LineSignals) -> bool:
+    """True when a sink waits at the part boundary (e.g. for the PLC's acknowledgement of the last result):
+    then the last part's verdict must be published before that wait, so the loop waits for it."""
+    from cell.signals.base import LineSink
+
+    return any(type(sink).before_part is not LineSink.before_part for sink in signal.sinks)
+
+
+class _Line:
+    """The robot thread's bookkeeping of finished parts: publishes each result in part order (signals,
+    ``on_part``), counts consecutive errors, recovers the robot after a robot/camera fault and decides
+    when the line stops."""
+
+    def __init__(self, *, summary: InspectionSummary, signal: LineSignals, robot: Any, config: InspectConfig,
+                 campaign: str, threshold: ThresholdDecision, model_dir: Optional[Path], total: int,
+                 on_part: Optional[Callable[[PartResult, int, int], None]]) -> None:
+        self.summary, self.signal, self.robot, self.config = summary, signal, robot, config
+        self.campaign, self.threshold, self.model_dir, self.total, self.on_part = (
+            campaign, threshold, model_dir, total, on_part)
+        self.started: dict[str, tuple[int, str]] = {}
+        self.failed_parts: set[str] = set()
+        self.consecutive_errors = 0
+        self.stop: Optional[str] = None
+
+    def take(self, done: Sequence[Done]) -> None:
+        for item in done:
+            if item.error is not None:  # the worker's handler has a bug: show it
+                raise item.error
+            if isinstance(item.result, _PoseOutcome):
+                if item.result.failed:
+                    self.failed_parts.add(item.result.part_id)
+                continue
+            self._part_done(item.result)
+
+    def _part_done(self, outcome: _PartOutcome) -> None:
+        result = outcome.result
+        index, started_at = self.started.pop(result.part_id)
+        self.summary.results.append(result)
+        self.signal.publish(to_line_result(result, campaign=self.campaign, index=index, threshold=self.threshold,
+                                           model_dir=self.model_dir, started_at=started_at, finished_at=utc_now()))
+        if self.on_part is not None:
+            self.on_part(result, index, self.total)
+        if self.stop is not None:
+            return
+        if outcome.record_error is not None:
+            self.stop = f"part {result.part_id}: the store failed: {outcome.record_error}"
+            return
+        if result.verdict != "error":
+            self.consecutive_errors = 0
+            return
+        self.consecutive_errors += 1
+        if self.config.on_error == "stop":
+            self.stop = f"part {result.part_id}: {result.reason} (on_error: stop)"
+        elif self.consecutive_errors >= self.config.max_consecutive_errors:
+            self.stop = f"{self.consecutive_errors} parts in a row ended in error; last: {result.reason}"
+        elif outcome.robot_fault:
+            try:
+                self.robot.recover()
+            except RobotError as exc:
+                self.stop = f"part {result.part_id}: {result.reason}; recovery failed: {exc}"
+
+
+def _capture_part(*, robot: Any, camera: Any, plan: Sequence[Any], speed: float, accel: float,
+                  config: InspectConfig, part_id: str, pipeline: MotionPipeline, line: _Line) -> Optional[str]:
+    """Move through the plan for one part, handing each capture to the pipeline. Returns the robot/camera
+    fault that ended the part (None otherwise); stops early when the worker reports the part failed."""
+    for planned in plan:
+        pose = np.asarray(planned.pose, dtype=float).reshape(6)
+        try:
+            frame, actual, joints = _move_and_capture(robot, camera, pose, speed, accel, config)
+        except (RobotError, CameraError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        pipeline.submit(_PoseJob(part_id, planned, frame, pose, actual, joints))
+        line.take(pipeline.poll())
+        if part_id in line.failed_parts:  # scoring or storing failed: the part is an error, go on
+            return None
+    return None
 
 
 def run_inspection(
@@ -211,7 +413,17 @@ def run_inspection(
     """Inspect ``parts`` new parts. ``on_new_part(part_id)`` puts a part on the table (the sim draws one and
     returns its truth; a real cell waits for the operator or the line). ``on_part`` reports each result.
     ``signal``: the line's :class:`~cell.signals.LineSignals` (started by the caller): its waits come before each
-    part (a :class:`~cell.errors.LineStopped` ends the run cleanly) and every part's result goes to it."""
+    part (a :class:`~cell.errors.LineStopped` ends the run cleanly) and every part's result goes to it.
+
+    Pipelined (``config.pipeline_depth`` > 0, :mod:`cell.pipeline`): the robot thread moves and captures; the
+    worker stores and scores each pose behind it and decides each part when its last pose is scored. Results
+    reach ``signal`` and ``on_part`` in part order, from this (the robot's) thread, as soon as they are known:
+    a part's verdict may come while the robot already works on the next part. The robot waits for the
+    verdicts before the next part only where something needs them first: ``on_error: stop``, a sink that waits
+    at the part boundary (the PLC's acknowledgement), and after a robot/camera fault (the robot is recovered
+    before it moves on). A stop decided by a verdict that came during the next part takes effect after that
+    part (which gets its own, real verdict). ``pipeline_depth: 0``: strictly sequential, same code path.
+    """
     signal = signal if signal is not None else LineSignals()
     try:
         envelope.check_plan(list(plan))
@@ -220,43 +432,40 @@ def run_inspection(
         raise CampaignError(f"inspection refused before any motion: {exc}") from exc
     store.start_campaign(campaign, {"kind": "inspection", "model_dir": str(model_dir)}, calibration_id, resume=True)
     summary = InspectionSummary(campaign=campaign)
-    consecutive_errors = 0
     ids = part_ids(campaign, parts + first_index - 1)[first_index - 1 :]
-    for index, part_id in enumerate(ids, start=1):
+    line = _Line(summary=summary, signal=signal, robot=robot, config=config, campaign=campaign, threshold=threshold,
+                 model_dir=model_dir, total=len(ids), on_part=on_part)
+    worker = _InspectionWorker(detector=detector, spec=spec, threshold=threshold, config=config, campaign=campaign,
+                               plan_size=len(plan), model_dir=model_dir, calibration_id=calibration_id)
+    wait_at_boundary = config.on_error == "stop" or _sink_waits_before_part(signal)
+    with MotionPipeline(worker, depth=config.pipeline_depth, open_resource=worker_store(store),
+                        inline_resource=store, name=f"inspect-{campaign}") as pipeline:
         try:
-            signal.before_part(part_id)
-            truth = on_new_part(part_id) if on_new_part is not None else None
-        except LineStopped as exc:
-            summary.stopped_early = f"part {part_id}: {exc}"
-            break
-        signal.part_started(part_id)
-        started_at = utc_now()
-        truth = apply_truth(store, part_id, truth)
-        result = inspect_part(
-            robot=robot, camera=camera, store=store, plan=plan, speed=speed, accel=accel, campaign=campaign,
-            part_id=part_id, detector=detector, spec=spec, threshold=threshold, config=config, truth=truth,
-            model_dir=model_dir, calibration_id=calibration_id,
-        )
-        summary.results.append(result)
-        signal.publish(to_line_result(result, campaign=campaign, index=index, threshold=threshold,
-                                      model_dir=model_dir, started_at=started_at, finished_at=utc_now()))
-        if on_part is not None:
-            on_part(result, index, len(ids))
-        if result.verdict != "error":
-            consecutive_errors = 0
-            continue
-        consecutive_errors += 1
-        if config.on_error == "stop":
-            summary.stopped_early = f"part {part_id}: {result.reason} (on_error: stop)"
-            break
-        if consecutive_errors >= config.max_consecutive_errors:
-            summary.stopped_early = f"{consecutive_errors} parts in a row ended in error; last: {result.reason}"
-            break
-        try:
-            robot.recover()
-        except RobotError as exc:
-            summary.stopped_early = f"part {part_id}: {result.reason}; recovery failed: {exc}"
-            break
+            for index, part_id in enumerate(ids, start=1):
+                line.take(pipeline.drain() if wait_at_boundary else pipeline.poll())
+                if line.stop is not None:
+                    break
+                try:
+                    signal.before_part(part_id)
+                    truth = on_new_part(part_id) if on_new_part is not None else None
+                except LineStopped as exc:
+                    line.stop = f"part {part_id}: {exc}"
+                    break
+                signal.part_started(part_id)
+                line.started[part_id] = (index, utc_now())
+                started = time.perf_counter()
+                truth = apply_truth(store, part_id, truth)
+                fault = _capture_part(robot=robot, camera=camera, plan=plan, speed=speed, accel=accel, config=config,
+                                      part_id=part_id, pipeline=pipeline, line=line)
+                pipeline.submit(_PartEnd(part_id, truth, started, fault))
+                if fault is not None:  # recover (or stop) before the robot moves again
+                    line.take(pipeline.drain())
+        finally:
+            # every part the robot finished gets its verdict and record, also when the loop is leaving on an
+            # exception (a bug, Ctrl-C): what was captured is stored and decided, never dropped
+            line.take(pipeline.drain())
+    summary.stopped_early = line.stop
+    summary.pipeline = pipeline.stats()
     signal.finish(summary.stopped_early)
     store.finish_campaign(campaign, "stopped" if summary.stopped_early else "completed", {
         "counts": summary.counts(), "confusion": summary.confusion(), "stopped_early": summary.stopped_early,
