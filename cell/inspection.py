@@ -241,12 +241,11 @@ def inspect_part(
             if not math.isfinite(score):  # e.g. a numerical overflow: never compared with the threshold
                 raise _NonFiniteScore(f"the model gave a non-finite score ({score}) for pose {planned.pose_id}")
             result.pose_scores[planned.pose_id] = score
-            pose_result = PoseResult(planned.pose_id, score, anomaly_map, actual, tuple(frame.pixels.shape[:2]))
-            if accumulator is not None:
-                accumulator.add(pose_result, image=frame.pixels)  # fed as the poses come: no map is kept
-                pose_result = PoseResult(planned.pose_id, score, np.empty((0, 0), np.float32), actual,
-                                         pose_result.frame_size)
-            scored.append(pose_result)
+            frame_size = tuple(frame.pixels.shape[:2])
+            if accumulator is not None:  # fed as the poses come
+                accumulator.add(PoseResult(planned.pose_id, score, anomaly_map, actual, frame_size), image=frame.pixels)
+            # the accumulator holds what the map contributed: the ordered results keep no map
+            scored.append(PoseResult(planned.pose_id, score, np.empty((0, 0), np.float32), actual, frame_size))
             if config.heatmaps != "none":
                 maps[planned.pose_id] = (frame.pixels, anomaly_map)
     except (RobotError, CameraError, _NonFiniteScore, PartMapError) as exc:

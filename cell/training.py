@@ -150,10 +150,14 @@ def train_model(
         train_seconds = time.perf_counter() - started
         log("scoring held-out good images and validation defects for the threshold")
         part_threshold = None
+        good_scores = None
         if is_capture_store(data):
             log("fusing held-out good parts (and labelled defective parts) into part maps for the part threshold")
-            good_scores, part_threshold = _part_threshold(detector, spec, data, holdout, campaigns, train_config)
-        else:
+            try:
+                good_scores, part_threshold = _part_threshold(detector, spec, data, holdout, campaigns, train_config)
+            except PartMapError as exc:  # e.g. captures without a recorded plan: no part threshold, said so
+                log(f"no part threshold (the model can still score images; `cell inspect` needs --part-threshold): {exc}")
+        if good_scores is None:
             good_scores = _score_items(detector, holdout, spec)
         defect_scores = _score_items(detector, defects, spec)
         decision = _decide(threshold_config, good_scores, defect_scores)
@@ -248,7 +252,7 @@ def _part_threshold(detector: Any, spec: InputSpec, data: Path, holdout: Sequenc
                 if part_records:
                     defect_parts[part.part_id] = _part_score(maps.fuse(part_records, score), part.part_id)
         except PartMapError as exc:
-            raise CellError(f"{data}: cannot fuse the held-out parts for the part threshold: {exc}") from None
+            raise PartMapError(f"{data}: cannot fuse the held-out parts: {exc}") from None
     image = np.array([image_scores[int(i.capture_id)] if i.capture_id is not None
                       else score_capture(detector, i.load(), spec)[0] for i in holdout], dtype=np.float64)
     policy = config.part_policy or config.policy
