@@ -68,7 +68,8 @@ class HardSceneConfig(BaseModel):
     """What ``difficulty: hard`` changes. Subtle defects (:data:`~acquisition.sim.defects.SUBTLE_KINDS` unless
     ``defects.kinds`` is set, visibility scaled by ``defect_contrast``) and normal variation that is NOT a
     defect: per-part lighting drift, slight waviness of the sheet's tows, glints, fibre-density variation.
-    The values were set by measurement (README, "A harder simulated line")."""
+    NOT yet tuned: the issue asks for SimpleNet's per-image AUROC near 0.9 on it, set by measurement; these
+    are first values (README, "Part maps", known limitations), ``defect_contrast`` is the knob to tune."""
 
     model_config = ConfigDict(extra="forbid")
 
