@@ -15,7 +15,7 @@ Camera: ``--camera small`` (default) is the test cell's 320x256 sensor with 4x l
 camera's field of view (the same plans, the same poses) at a 16th of the pixels, so the benchmark runs on a
 2-core CPU; ``--camera full`` is configs/cells/sim.yaml's 1280x1024 camera. The detector is
 configs/detectors/simplenet.yaml with the overrides in :data:`FAST_SIMPLENET` (fewer, smaller features:
-CPU time), said in the JSON.
+CPU time; ``--model demo``: the model ``cell demo`` trains), said in the JSON.
 
 Run:  nice -n 5 .venv/bin/python -m benchmarks.bench_parts [--scenario demo,sheet_raster] [--difficulty default]
       [--train-parts 10] [--good-parts 12] [--defective-parts 12]
@@ -50,6 +50,8 @@ SCENARIOS = {
 }
 FAST_SIMPLENET = {"image_size": 128, "pretrain_dim": 128, "target_dim": 128, "hidden_dim": 128, "meta_epochs": 3,
                   "epochs_per_meta": 2, "device": "cpu"}
+#: ``--model demo``: what ``cell demo`` trains (configs/demo.yaml's override of the schedule)
+DEMO_SIMPLENET = {"meta_epochs": 3}
 RULES = ("max", "mean", "median", "kth")
 
 
@@ -126,11 +128,11 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
         timings["capture_test_s"] = (
             capture(store, scenario, args.camera, args.difficulty, "good", args.good_parts, args.seed + 1, 0.0)
             + capture(store, scenario, args.camera, args.difficulty, "defective", args.defective_parts, args.seed + 2, 1.0))
-    overrides = dict(FAST_SIMPLENET)
+    overrides = dict(FAST_SIMPLENET if args.model == "fast" else DEMO_SIMPLENET)
     started = time.perf_counter()
     train_model(load_train_config(DETECTOR, overrides), store_path, model_dir, campaigns=["train"])
     timings["train_s"] = time.perf_counter() - started
-    model = load_trained_model(model_dir, device="cpu")
+    model = load_trained_model(model_dir, device="cpu" if args.model == "fast" else "auto")
     provenance = json.loads((model_dir / "provenance.json").read_text())
     holdout = {e["source"].split("/")[1] for e in provenance["threshold_holdout_good"]}
     started = time.perf_counter()
@@ -210,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="demo,sheet_raster", help="comma-separated: demo, sheet_raster")
     parser.add_argument("--difficulty", default="default", help="the scene's difficulty preset")
     parser.add_argument("--camera", choices=("small", "full"), default="small")
+    parser.add_argument("--model", choices=("fast", "demo"), default="fast",
+                        help="fast: FAST_SIMPLENET (CPU minutes); demo: the model `cell demo` trains")
     parser.add_argument("--train-parts", type=int, default=10)
     parser.add_argument("--good-parts", type=int, default=12)
     parser.add_argument("--defective-parts", type=int, default=12)
@@ -223,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = time.perf_counter()
     report: dict[str, Any] = {"benchmark": "parts", "camera": args.camera, "difficulty": args.difficulty,
-                              "detector": {"config": str(DETECTOR.relative_to(REPO)), "overrides": FAST_SIMPLENET},
+                              "detector": {"config": str(DETECTOR.relative_to(REPO)),
+                                           "overrides": FAST_SIMPLENET if args.model == "fast" else DEMO_SIMPLENET},
                               "k": args.k, "seed": args.seed, "scenarios": {}}
     with tempfile.TemporaryDirectory(prefix="bench_parts_") as tmp:
         for scenario in scenarios:
