@@ -108,7 +108,8 @@ class PartDecision:
 def describe_defects(defects: Sequence[PartDefect]) -> str:
     """``2 defects, largest 14 mm2 at (120.5, 45.0) mm``."""
     largest = max(defects, key=lambda d: d.area_mm2)
-    return (f"{len(defects)} defect{'s' if len(defects) != 1 else ''}, largest {largest.area_mm2:.0f} mm2 "
+    area = f"{largest.area_mm2:.{1 if largest.area_mm2 < 10 else 0}f}"
+    return (f"{len(defects)} defect{'s' if len(defects) != 1 else ''}, largest {area} mm2 "
             f"at ({largest.x_mm:.1f}, {largest.y_mm:.1f}) mm")
 
 

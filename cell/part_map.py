@@ -55,6 +55,8 @@ class PartMapConfig(BaseModel):
     fusion: Literal["max", "mean", "median", "kth"] = Field("max", description="how the views of a cell are fused")
     k: int = Field(2, ge=1, le=50, description="fusion kth: the k-th highest view of a cell")
     border_px: float = Field(0.0, ge=0.0, le=500.0, description="camera pixels at each image edge that do not count")
+    edge_mm: float = Field(0.0, ge=0.0, le=100.0, description="band inside the outline's edge that is not judged "
+                           "(placement tolerance of the part; 0: the whole outline)")
     min_coverage: float = Field(0.999, gt=0.0, le=1.0, description="share of the outline that must be seen")
 
     def describe(self) -> str:
@@ -224,6 +226,13 @@ class PartMapAccumulator:
             self._add_mosaic(image, T_base_cam)
         return patch
 
+    def _outline(self) -> np.ndarray:
+        """(rows, cols) bool: cells whose centre lies inside the part rectangle, ``edge_mm`` in from its edge."""
+        centres = self.grid.cell_centres()
+        half_w, half_h = self.part.size_m[0] / 2.0, self.part.size_m[1] / 2.0
+        inset = self.config.edge_mm * 1e-3
+        return ((np.abs(centres[..., 0]) <= half_w - inset + 1e-12) & (np.abs(centres[..., 1]) <= half_h - inset + 1e-12))
+
     def _scatter(self, patch: GridPatch) -> None:
         window, seen = patch.window, patch.seen
         counts = self._count[window]
@@ -259,8 +268,7 @@ class PartMapAccumulator:
             with np.errstate(invalid="ignore", divide="ignore"):
                 mosaic = np.where(self._mosaic_n > 0, self._mosaic_sum / np.maximum(self._mosaic_n, 1), 0)
             mosaic = np.clip(mosaic, 0, 255).astype(np.uint8)
-        return PartMap(grid=self.grid, fused=fused, views=self._count.copy(),
-                       outline=np.ones(self.grid.shape, dtype=bool), config=self.config,
+        return PartMap(grid=self.grid, fused=fused, views=self._count.copy(), outline=self._outline(), config=self.config,
                        footprints=dict(self._footprints), mosaic=mosaic)
 
 

@@ -141,3 +141,16 @@ def test_part_frame_from_a_stored_plan() -> None:
     assert frame.size_m == (0.3, 0.25)
     with pytest.raises(PartMapError, match="part_size_m"):
         PartFrame.from_plan({"part_center_pose": [0, -0.45, 0, 0, 0, 0], "part_size_m": [0.3, -1]})
+
+
+def test_edge_mm_leaves_a_band_inside_the_outline_unjudged():
+    acc = PartMapAccumulator(CAMERA, MOUNT, PART, PartMapConfig(edge_mm=5.0))
+    near_edge = (-47.0, 0.0)  # 3 mm from the part's left edge at x = -50 mm
+    acc.add(view("a", tcp_over(-0.03, 0.0), [near_edge, (-30.0, 0.0)], radius_mm=1.0))
+    part_map = acc.finish()
+    assert [round(d.x_mm) for d in part_map.defects(0.5)] == [-30]
+    row, col = part_map.to_cells(*near_edge)
+    assert not part_map.outline[row, col] and part_map.outline[part_map.to_cells(-30.0, 0.0)]
+    full = PartMapAccumulator(CAMERA, MOUNT, PART)
+    full.add(view("a", tcp_over(-0.03, 0.0), [near_edge, (-30.0, 0.0)], radius_mm=1.0))
+    assert len(full.finish().defects(0.5)) == 2
