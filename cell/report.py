@@ -48,10 +48,18 @@ def _figures(entries: list[dict[str, Any]]) -> str:
     return f"<div class='grid'>{''.join(figures)}</div>"
 
 
+def _fmt_value(value: Any) -> str:
+    return _fmt(value)
+
+
 def _part_level(section: Any) -> str:
     """The part-level section: both rules side by side, localisation, and the worst parts' maps."""
     if not section or not section.get("rules"):
         return ""
+
+    def _fmt(value: Any) -> str:  # noqa: F811 - None (not measurable here) reads n/a
+        return "n/a" if value is None else _fmt_value(value)
+
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{_fmt(r['auroc'])}</td>"
         f"<td>{_fmt(r['at_zero_miss'].get('false_reject_rate'))}</td></tr>" for name, r in section["rules"].items())
