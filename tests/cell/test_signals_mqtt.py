@@ -155,6 +155,10 @@ def test_results_still_queued_when_the_run_ends_are_reported_lost_in_the_store(t
         port=dead, queue_size=2, flush_timeout_s=0.2, reconnect_min_s=0.1, reconnect_max_s=0.2)})
     monkeypatch.setattr(inspect_command, "load_trained_model", lambda directory, **kw: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile", scale=1.0), ThresholdDecision(1e9, "manual")))
+    from cell.part_threshold import PartThreshold
+
+    monkeypatch.setattr(inspect_command, "read_part_threshold",
+                        lambda directory: PartThreshold(ThresholdDecision(1e9, "manual")))  # every part OK
     log = tmp_path / "console.txt"
     with open(log, "w") as out:
         summary = inspect_command.inspect_on_cell(
