@@ -95,8 +95,11 @@ def test_broker_killed_mid_run_results_are_delivered_after_it_returns(tmp_path, 
     seen: dict[str, object] = {}
 
     def kill_broker_before_part(index: int, part_id: str) -> None:
-        if index == 3:
-            sub.wait(lambda s: len(set(indices(s))) == 2, what="parts 1-2 before the outage")
+        # before part 4: the line is pipelined (a verdict is published from the robot's thread once the worker
+        # has it, possibly while the next part runs), so waiting here for part 3's verdict would wait for
+        # ourselves; with the queue's depth (2) and 4 poses per part, parts 1-2 are published by now
+        if index == 4:
+            sub.wait(lambda s: {1, 2} <= set(indices(s)), what="parts 1-2 before the outage")
             # the MES's session is on disk (autosaved every second), so it survives a SIGKILL of the broker
             db = broker.folder / "mosquitto.db"
             wait_for(lambda: db.exists() and db.stat().st_mtime > subscribed_at, timeout=60,
