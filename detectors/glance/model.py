@@ -77,11 +77,17 @@ class PartialConv2d(nn.Module):
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.window = float(kernel * kernel)
 
+    @torch.no_grad()
+    def mask_update(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image-independent half of eq. 5: mask (B, 1, H, W) -> (new mask (B, 1, H', W') in {0, 1} with
+        ``mask``'s dtype, ratio ``sum(1) / sum(M)`` (B, 1, H', W') float32, 0 where the window has no valid pixel)."""
+        valid = F.conv2d(mask.float(), self.ones, None, self.stride, self.padding, self.dilation)
+        new_mask = (valid > 0).to(mask.dtype)
+        ratio = (self.window / valid.clamp_min(1.0)) * new_mask
+        return new_mask, ratio
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            valid = F.conv2d(mask.float(), self.ones, None, self.stride, self.padding, self.dilation)
-            new_mask = (valid > 0).to(mask.dtype)
-            ratio = (self.window / valid.clamp_min(1.0)) * new_mask
+        new_mask, ratio = self.mask_update(mask)
         raw = self.conv(x * mask.to(x.dtype))
         out = (raw * ratio.to(raw.dtype) + self.bias.view(1, -1, 1, 1).to(raw.dtype)) * new_mask.to(raw.dtype)
         return out, new_mask
