@@ -53,13 +53,16 @@ from detectors.glance.model import (
     compactness_loss,
     crop_patches,
     distillation_loss,
+    gather_patches,
     hole_masks,
     iad_score,
     idw_weights,
     joint_score,
     patch_centres,
     patch_grid,
+    patch_index,
 )
+from detectors.glance.masked_views import MaskedViews
 from detectors.model_io import check_loose_tensors, check_state_shapes, reject_unknown_tensors
 from detectors.registry import register
 
@@ -139,6 +142,8 @@ class Glance(Detector):
         self.local_std: Optional[torch.Tensor] = None
         self._boxes = patch_grid(config.image_size, config.patch_size, config.patch_stride)
         self._idw: Optional[torch.Tensor] = None
+        self._views: Optional[MaskedViews] = None  # the incremental plan of the masked views (with the networks)
+        self._patch_rows, self._patch_cols = patch_index(self._boxes, config.patch_size, self.device)
 
     # ----------------------------------------------------------------------------------------- modules
     @property
@@ -168,6 +173,8 @@ class Glance(Detector):
             self.decoder = torch.nn.Linear(cfg.feature_dim, teacher_dim).to(self.device)
             self.global_net = GlobalNet(cfg.feature_dim, cfg.global_width).to(self.device)
             self.dad = DADHead(cfg.feature_dim, cfg.dad_hidden).to(self.device)
+        masks, centres = self._view_geometry(self._boxes)
+        self._views = MaskedViews(self.global_net, masks, centres, self.device)  # geometry only, no weights
         self.local_mean = torch.zeros(cfg.feature_dim, device=self.device)
         self.local_std = torch.ones(cfg.feature_dim, device=self.device)
 
@@ -359,39 +366,41 @@ class Glance(Detector):
         return {"iad": iad, "dad": dad, "score": score}
 
     def _patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(b, 3, S, S) on the device -> (s_IAD, s_DAD, joint score), each (b, N_p)."""
+        """(b, 3, S, S) on the device -> (s_IAD, s_DAD, joint score), each (b, N_p).
+
+        Z_g of the N_p masked views of every image: :class:`MaskedViews` (incremental, exact maths; at most
+        ``views_per_pass`` views per pass); Z_l: each image's N_p patches in one channels-last Local-Net batch.
+        :func:`detectors.glance.reference.reference_patch_scores` is the straightforward computation (every
+        masked view through :meth:`GlobalNet.forward`) that this equals within float rounding.
+        """
         cfg = self.config
-        boxes = self._boxes
-        n_p = len(boxes)
+        assert self._views is not None and self.global_net is not None and self.dad is not None
+        b, n_p = images.shape[0], len(self._boxes)
         per_pass = cfg.views_per_pass or n_p
         global_images = self._to_global(images)
-        chunks = [boxes[i : i + per_pass] for i in range(0, n_p, per_pass)]
-        geometries = [self._view_geometry(chunk) for chunk in chunks]  # the same for every image
-        out: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
-        for b in range(images.shape[0]):
-            z_l = self._local_features(crop_patches(images, boxes, cfg.patch_size, [b] * n_p))
+        with self._autocast():
             z_g = torch.cat(
                 [
-                    self._global_features(global_images, [b] * len(chunk), chunk, geometry)
-                    for chunk, geometry in zip(chunks, geometries)
-                ]
-            )
-            with self._autocast():
-                logits = self.dad(z_l, z_g).float()
-            s_iad = iad_score(z_l, z_g)
-            s_dad = logits.softmax(dim=1)[:, 1]
-            for scores, value in zip(out, (s_iad, s_dad, joint_score(s_iad, s_dad, cfg.lambda_s))):
-                scores.append(value)
-        iad, dad, score = (torch.stack(v) for v in out)
-        return iad, dad, score
+                    self._views(self.global_net, global_images, start, min(start + per_pass, n_p)).view(b, -1, cfg.feature_dim)
+                    for start in range(0, n_p, per_pass)
+                ],
+                dim=1,
+            ).float().flatten(0, 1)
+        z_l = torch.cat([self._local_features(gather_patches(images[i], self._patch_rows, self._patch_cols)) for i in range(b)])
+        with self._autocast():
+            logits = self.dad(z_l, z_g).float()
+        s_iad = iad_score(z_l, z_g)
+        s_dad = logits.softmax(dim=1)[:, 1]
+        s = joint_score(s_iad, s_dad, cfg.lambda_s)
+        return s_iad.view(b, n_p), s_dad.view(b, n_p), s.view(b, n_p)
 
     @torch.no_grad()
     def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(b, 3, S, S) float32 in [0, 1] on the device -> (scores (b,), maps (b, S, S)).
 
         Map = IDW interpolation of the joint patch scores (eq. 13); image score = map maximum. Traceable; the
-        loop over the batch's images (each image's N_p masked views form one Global-Net batch) unrolls in a
-        trace (an export has a fixed batch size).
+        loop over the batch's images (one Local-Net batch of N_p patches each) unrolls in a trace (an export
+        has a fixed batch size).
         """
         anomaly_map = torch.einsum("bp,pyx->byx", self._patch_scores(images)[2], self.idw)
         return anomaly_map.amax(dim=(1, 2)), anomaly_map

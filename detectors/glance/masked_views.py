@@ -38,8 +38,8 @@ class _LayerPlan:
 
     ``base_rows/cols`` (N, Ly/Lx): window positions in the layer's input map, the sentinel (= input side) for
     positions in the zero padding; ``crop_rows/cols`` (N, Ly/Lx): the same positions in the previous crop (its
-    side = sentinel) or None for the first layer; ``in_crop`` (N, 1, Ly, Lx) bool; ``mask`` (N, 1, Ly, Lx)
-    float32: the view's input mask over the window (0 in the padding); ``ratio``/``new_mask`` (N, 1, hy, hx)
+    side = sentinel) or None for the first layer; ``in_crop`` (N, 1, Ly, Lx) bool (None for the first layer);
+    ``mask`` (N, 1, Ly, Lx) float32, first layer only: the hole mask over the window (0 in the padding); ``ratio``/``new_mask`` (N, 1, hy, hx)
     float32: eq. 5's ratio and updated mask of the view over its output crop.
     """
 
@@ -48,7 +48,7 @@ class _LayerPlan:
     crop_rows: torch.Tensor | None
     crop_cols: torch.Tensor | None
     in_crop: torch.Tensor | None
-    mask: torch.Tensor
+    mask: torch.Tensor | None
     ratio: torch.Tensor
     new_mask: torch.Tensor
 
@@ -117,6 +117,12 @@ class MaskedViews:
             new_mask, ratio = layer.mask_update(m[-1].to(layer.ones.device))
             m.append(new_mask.cpu())
             ratios.append(ratio.cpu())
+        #: eq. 5's ratio of every layer for a mask of ones (the base pass), (1, 1, H', W') each
+        self.base_ratios: list[torch.Tensor] = []
+        ones = torch.ones_like(masks[:1])
+        for layer in layers:
+            ones, ratio = layer.mask_update(ones.to(layer.ones.device))
+            self.base_ratios.append(ratio.to(device))
         sizes = [t.shape[-1] for t in m]  # sizes[j] = input side of layer j, sizes[j + 1] its output side
         geom = [(l.conv.kernel_size[0], l.stride, l.padding, l.dilation) for l in layers]
 
@@ -169,8 +175,7 @@ class MaskedViews:
                     crop_idx.append(torch.where(ok, rel, sides[j - 1][a]))
                     inside.append(ok)
                 in_crop = (inside[0].unsqueeze(2) & inside[1].unsqueeze(1)).unsqueeze(1)
-            padded_mask = F.pad(m[j].float(), (0, 1, 0, 1))
-            mask = _gather(padded_mask, torch.arange(n), base[0], base[1])
+            mask = _gather(F.pad(m[0].float(), (0, 1, 0, 1)), torch.arange(n), base[0], base[1]) if j == 0 else None
             out_pos = [
                 torch.tensor([crops[j][i][a][0] for i in range(n)]).view(n, 1) + torch.arange(sides[j][a]) for a in (0, 1)
             ]
@@ -182,7 +187,7 @@ class MaskedViews:
                     crop_rows=None if crop_idx is None else crop_idx[0].to(device),
                     crop_cols=None if crop_idx is None else crop_idx[1].to(device),
                     in_crop=None if in_crop is None else in_crop.to(device),
-                    mask=mask.contiguous().to(device), ratio=ratio.contiguous().to(device),
+                    mask=None if mask is None else mask.contiguous().to(device), ratio=ratio.contiguous().to(device),
                     new_mask=new_mask.contiguous().to(device),
                 )
             )
@@ -223,39 +228,40 @@ class MaskedViews:
         """Z_g of views start..stop-1 of every image: (B, 3, G, G) -> (B * (stop - start), dim), image-major."""
         stop = self.views if stop is None else stop
         b, count = images.shape[0], stop - start
-        # base pass (mask of ones), every layer's input kept
+        # base pass (no hole: every mask is 1, the ratios of eq. 5 are the plan's), every layer's input kept
         x = _normalize(images)
-        ones = torch.ones_like(x[:, :1])
         base_inputs = []
-        m = ones
-        for layer in net.layers:
+        for layer, ratio in zip(net.layers, self.base_ratios):
             base_inputs.append(x)
-            x, m = layer(x, m)
-            x = net.act(x)
+            raw = F.conv2d(x, layer.conv.weight, None, layer.stride, layer.padding, layer.dilation)
+            x = F.leaky_relu(raw * ratio.to(raw.dtype) + layer.bias.view(1, -1, 1, 1).to(raw.dtype), net.act.negative_slope)
         base_final = x
         image_of_view = torch.arange(b, device=images.device).repeat_interleave(count)
         view = torch.arange(b * count, device=images.device)
 
-        def per_view(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[start:stop].repeat(b, *([1] * (t.ndim - 1)))
+        def per_view(t: torch.Tensor) -> torch.Tensor:
+            return t[start:stop].repeat(b, *([1] * (t.ndim - 1)))
 
         crop: torch.Tensor | None = None
-        for layer, plan in zip(net.layers, self.layers):
-            xw = _gather(F.pad(base_inputs.pop(0), (0, 1, 0, 1)), image_of_view, per_view(plan.base_rows), per_view(plan.base_cols))
-            if crop is not None:
+        for layer, plan, base in zip(net.layers, self.layers, base_inputs):
+            xw = _gather(F.pad(base, (0, 1, 0, 1)), image_of_view, per_view(plan.base_rows), per_view(plan.base_cols))
+            if crop is None:  # the first layer: the image with the hole
+                assert plan.mask is not None
+                xw = xw * per_view(plan.mask).to(xw.dtype)
+            else:  # later layers: the previous crop pasted over the base; no mask multiply needed: the input is already 0
+                # where the view's mask is 0 (eq. 5 zeroes those outputs) and the mask is 1 outside the crop
+                assert plan.crop_rows is not None and plan.crop_cols is not None and plan.in_crop is not None
                 cw = _gather(F.pad(crop, (0, 1, 0, 1)), view, per_view(plan.crop_rows), per_view(plan.crop_cols))
                 xw = torch.where(per_view(plan.in_crop), cw, xw)
-            weight = layer.conv.weight
-            raw = F.conv2d(xw * per_view(plan.mask).to(xw.dtype), weight.to(xw.dtype) if weight.dtype != xw.dtype else weight,
-                           None, layer.stride, 0, layer.dilation)
-            new_mask = per_view(plan.new_mask).to(raw.dtype)
-            out = (raw * per_view(plan.ratio).to(raw.dtype) + layer.bias.view(1, -1, 1, 1).to(raw.dtype)) * new_mask
-            crop = net.act(out)
+            raw = F.conv2d(xw, layer.conv.weight.to(xw.dtype), None, layer.stride, 0, layer.dilation)
+            # eq. 5 on the crop: raw * ratio + b where the window has a valid pixel, else 0 (ratio is 0 there)
+            bias = per_view(plan.new_mask).to(raw.dtype) * layer.bias.view(1, -1, 1, 1).to(raw.dtype)
+            crop = F.leaky_relu(torch.addcmul(bias, raw, per_view(plan.ratio).to(raw.dtype)), net.act.negative_slope)
         assert crop is not None
         r = self.readout
         base_val = _gather_points(F.pad(base_final, (0, 1, 0, 1)), image_of_view, per_view(r.base_rows), per_view(r.base_cols))
         crop_val = _gather_points(F.pad(crop, (0, 1, 0, 1)), view, per_view(r.crop_rows), per_view(r.crop_cols))
-        values = torch.where(per_view(r.in_crop), crop_val, base_val)  # (B*count, 4, C)
+        values = torch.where(per_view(r.in_crop), crop_val, base_val)  # (B * count, 4, C)
         sampled = (values * per_view(r.weights).to(values.dtype)).sum(dim=1)
         return net.head(sampled)
 

@@ -193,6 +193,20 @@ def crop_patches(images: torch.Tensor, boxes: Sequence[tuple[int, int]], patch: 
     return torch.stack([images[b, :, y : y + patch, x : x + patch] for b, (y, x) in zip(image_index, boxes)])
 
 
+def patch_index(boxes: Sequence[tuple[int, int]], patch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel rows and columns (N, P) int64 of the patches with top-left corners ``boxes`` (y, x), for
+    :func:`gather_patches`."""
+    b = torch.tensor(boxes, dtype=torch.int64).view(-1, 2)
+    offsets = torch.arange(patch, dtype=torch.int64)
+    return (b[:, :1] + offsets).to(device), (b[:, 1:] + offsets).to(device)
+
+
+def gather_patches(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The N patches of one image (3, S, S) at :func:`patch_index` ``rows``/``cols`` (N, P) -> (N, 3, P, P),
+    channels-last in memory (one gather; what :func:`crop_patches` cuts for image-index 0, same values)."""
+    return image[:, rows.unsqueeze(2), cols.unsqueeze(1)].permute(1, 0, 2, 3).contiguous(memory_format=torch.channels_last)
+
+
 def hole_masks(boxes: Sequence[tuple[float, float]], patch: int, image_size: int, global_size: int, device: torch.device) -> torch.Tensor:
     """Global-Net masks (N, 1, G, G) float: 0 on G-pixels whose centre lies inside the patch box (in S units),
     1 elsewhere (M_0 of the paper)."""
