@@ -56,6 +56,7 @@ from detectors.glance.model import (
     gather_patches,
     hole_masks,
     iad_score,
+    idw_sparse,
     idw_weights,
     joint_score,
     patch_centres,
@@ -142,6 +143,7 @@ class Glance(Detector):
         self.local_std: Optional[torch.Tensor] = None
         self._boxes = patch_grid(config.image_size, config.patch_size, config.patch_stride)
         self._idw: Optional[torch.Tensor] = None
+        self._idw_sparse: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self._views: Optional[MaskedViews] = None  # the incremental plan of the masked views (with the networks)
         self._patch_rows, self._patch_cols = patch_index(self._boxes, config.patch_size, self.device)
 
@@ -160,6 +162,17 @@ class Glance(Detector):
         return self._idw
 
     @property
+    def idw_entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:attr:`idw` as its nonzero entries per pixel, :func:`idw_sparse` (index, weight) each (K, S, S)."""
+        return self._ensure_idw_entries()
+
+    def _ensure_idw_entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._idw_sparse is None:
+            self._idw_sparse = idw_sparse(self.idw)
+            self._idw = None  # the dense weights (N_p x S x S floats) are rebuilt only if asked for again
+        return self._idw_sparse
+
+    @property
     def patches_per_image(self) -> int:
         """N_p: patches (= masked Global-Net views) scored per image."""
         return len(self._boxes)
@@ -175,6 +188,7 @@ class Glance(Detector):
             self.dad = DADHead(cfg.feature_dim, cfg.dad_hidden).to(self.device)
         masks, centres = self._view_geometry(self._boxes)
         self._views = MaskedViews(self.global_net, masks, centres, self.device)  # geometry only, no weights
+        self._ensure_idw_entries()  # geometry only: built here, not inside a trace of _score_batch
         self.local_mean = torch.zeros(cfg.feature_dim, device=self.device)
         self.local_std = torch.ones(cfg.feature_dim, device=self.device)
 
@@ -398,11 +412,13 @@ class Glance(Detector):
     def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(b, 3, S, S) float32 in [0, 1] on the device -> (scores (b,), maps (b, S, S)).
 
-        Map = IDW interpolation of the joint patch scores (eq. 13); image score = map maximum. Traceable; the
+        Map = IDW interpolation of the joint patch scores (eq. 13; the K <= 4 nonzero weights per pixel with the
+        defaults, :attr:`idw_entries`, instead of the dense (N_p, S, S) product); image score = map maximum. Traceable; the
         loop over the batch's images (one Local-Net batch of N_p patches each) unrolls in a trace (an export
         has a fixed batch size).
         """
-        anomaly_map = torch.einsum("bp,pyx->byx", self._patch_scores(images)[2], self.idw)
+        index, weight = self.idw_entries
+        anomaly_map = (self._patch_scores(images)[2][:, index] * weight).sum(dim=1)  # sparse eq. 13 IDW
         return anomaly_map.amax(dim=(1, 2)), anomaly_map
 
     # --------------------------------------------------------------------------------------- state

@@ -242,3 +242,16 @@ def idw_weights(image_size: int, boxes: Sequence[tuple[int, int]], patch: int, p
     if bool((total <= 0).any()):
         raise ValueError("idw_weights: the patches do not cover every pixel")
     return weights / total
+
+
+def idw_sparse(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K nonzero entries per pixel of dense :func:`idw_weights` (N_p, S, S), K = the most patches any pixel
+    lies in: (patch index (K, S, S) int64, weight (K, S, S) float32; padding entries have weight 0 and index
+    0). ``map = (scores[:, index] * weight).sum(1)`` equals the dense ``einsum("bp,pyx->byx", scores, weights)``
+    up to float rounding, reading K instead of N_p weights per pixel."""
+    nonzero = weights > 0
+    k = int(nonzero.sum(0).max())
+    # the K largest weights per pixel are its nonzero ones (weights are positive where nonzero)
+    weight, index = weights.topk(k, dim=0)
+    index = torch.where(weight > 0, index, torch.zeros_like(index))
+    return index, weight.contiguous()
