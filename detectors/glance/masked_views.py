@@ -239,8 +239,9 @@ class MaskedViews:
         image_of_view = torch.arange(b, device=images.device).repeat_interleave(count)
         view = torch.arange(b * count, device=images.device)
 
-        def per_view(t: torch.Tensor) -> torch.Tensor:
-            return t[start:stop].repeat(b, *([1] * (t.ndim - 1)))
+        def per_view(t: torch.Tensor) -> torch.Tensor:  # the plan's rows for views start..stop of every image
+            rows = t[start:stop]
+            return rows if b == 1 else rows.repeat(b, *([1] * (t.ndim - 1)))
 
         crop: torch.Tensor | None = None
         for layer, plan, base in zip(net.layers, self.layers, base_inputs):
