@@ -10,10 +10,11 @@ Pipeline (images S x S px, patches P x P px every ``patch_stride`` px, Global-Ne
         l = l_IAD(Z_l, Z_g) + lambda_t CE(C(Z*, Z_g)), Z* = Z_l (class 0) or Z_l of the stained patch (class 1).
     inference: all N_p patches of the raster; s = lambda_s s_IAD + (1 - lambda_s) s_DAD (s_DAD = P(stained));
         the map is the inverse-distance-weighted interpolation of the patch scores; image score = map max.
-        All N_p masked views of an image go through G as ONE batch (``views_per_pass`` = 0), so the cost per
-        image is N_p Global-Net passes at G x G + N_p Local-Net passes at P x P, batched; with the defaults
-        (S 256, P 32, stride 16 -> N_p = 225, G 128) that is about 225 x 0.072 GMAC + 225 x 0.020 GMAC,
-        about 21 GMAC per image.
+        The N_p masked views of an image are scored incrementally (:class:`MaskedViews`: one unmasked base
+        pass, then per layer one batched convolution over small crops around the holes; exactly the maths of
+        N_p whole Global-Net passes at G x G, :mod:`detectors.glance.reference`), the N_p patches as one
+        Local-Net batch; with the defaults (S 256, P 32, stride 16 -> N_p = 225, G 128) about 2.2 + 4.4 GMAC
+        per image instead of 225 x 0.072 + 225 x 0.020 = 21 GMAC.
 
 Deviations from the paper (no official code exists):
 - The Local-Net is distilled from the pretrained backbone (default tf_efficientnet_lite0, offline ImageNet
@@ -95,7 +96,7 @@ class GlanceConfig(DetectorConfig):
     global_lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     idw_power: float = Field(2.0, gt=0)
-    views_per_pass: int = Field(0, ge=0, description="masked views per Global-Net pass; 0 = all of an image")
+    views_per_pass: int = Field(0, ge=0, description="masked views per (incremental) Global-Net pass; 0 = all of an image")
 
     @model_validator(mode="after")
     def _sizes(self) -> "GlanceConfig":
