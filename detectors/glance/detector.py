@@ -383,8 +383,9 @@ class Glance(Detector):
     def _patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(b, 3, S, S) on the device -> (s_IAD, s_DAD, joint score), each (b, N_p).
 
-        Z_g of the N_p masked views of every image: :class:`MaskedViews` (incremental, exact maths; at most
-        ``views_per_pass`` views per pass); Z_l: each image's N_p patches in one channels-last Local-Net batch.
+        Z_g of the N_p masked views of every image: :class:`MaskedViews` (incremental, exact maths; one image
+        and at most ``views_per_pass`` of its views per pass); Z_l: each image's N_p patches in one
+        channels-last Local-Net batch.
         :func:`detectors.glance.reference.reference_patch_scores` is the straightforward computation (every
         masked view through :meth:`GlobalNet.forward`) that this equals within float rounding.
         """
@@ -393,14 +394,14 @@ class Glance(Detector):
         b, n_p = images.shape[0], len(self._boxes)
         per_pass = cfg.views_per_pass or n_p
         global_images = self._to_global(images)
-        with self._autocast():
+        with self._autocast():  # one image's views (at most per_pass of them) per pass: memory stays flat in b
             z_g = torch.cat(
                 [
-                    self._views(self.global_net, global_images, start, min(start + per_pass, n_p)).view(b, -1, cfg.feature_dim)
+                    self._views(self.global_net, global_images[i : i + 1], start, min(start + per_pass, n_p))
+                    for i in range(b)
                     for start in range(0, n_p, per_pass)
-                ],
-                dim=1,
-            ).float().flatten(0, 1)
+                ]
+            ).float()
         z_l = torch.cat([self._local_features(gather_patches(images[i], self._patch_rows, self._patch_cols)) for i in range(b)])
         with self._autocast():
             logits = self.dad(z_l, z_g).float()
