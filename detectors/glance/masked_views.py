@@ -35,20 +35,17 @@ from detectors.glance.model import GlobalNet, _normalize
 
 @dataclass(frozen=True)
 class _LayerPlan:
-    """Index tensors and masks of one partial convolution for N views; L = window side, h = crop side.
+    """Gather indices and masks of one partial convolution for N views; L = window side, h = crop side.
 
-    ``base_rows/cols`` (N, Ly/Lx): window positions in the layer's input map, the sentinel (= input side) for
-    positions in the zero padding; ``crop_rows/cols`` (N, Ly/Lx): the same positions in the previous crop (its
-    side = sentinel) or None for the first layer; ``in_crop`` (N, 1, Ly, Lx) bool (None for the first layer);
-    ``mask`` (N, 1, Ly, Lx) float32, first layer only: the hole mask over the window (0 in the padding); ``ratio``/``new_mask`` (N, 1, hy, hx)
-    float32: eq. 5's ratio and updated mask of the view over its output crop.
+    ``base_index`` (N, Ly, Lx) int64: each window position's cell in ONE image's input map (row-major), -1 in
+    the zero padding; ``crop_index`` (N, Ly, Lx): its cell in the view's previous crop (row-major), -1 outside
+    it (None for the first layer); ``mask`` (N, 1, Ly, Lx) float32, first layer only: the hole mask over the
+    window (0 in the padding); ``ratio``/``new_mask`` (N, 1, hy, hx) float32: eq. 5's ratio and updated mask
+    of the view over its output crop.
     """
 
-    base_rows: torch.Tensor
-    base_cols: torch.Tensor
-    crop_rows: torch.Tensor | None
-    crop_cols: torch.Tensor | None
-    in_crop: torch.Tensor | None
+    base_index: torch.Tensor
+    crop_index: torch.Tensor | None
     mask: torch.Tensor | None
     ratio: torch.Tensor
     new_mask: torch.Tensor
@@ -57,15 +54,11 @@ class _LayerPlan:
 @dataclass(frozen=True)
 class _ReadoutPlan:
     """The bilinear read-out at the patch centre (grid_sample, border padding, align_corners=False) as 4
-    corners per view: ``base_rows/cols`` (N, 4) in the final map (sentinel = map side for a corner outside it),
-    ``crop_rows/cols`` (N, 4) in the last crop (sentinel = crop side), ``in_crop`` (N, 4, 1) bool,
-    ``weights`` (N, 4, 1) float32."""
+    corners per view: ``base_index`` (N, 4) cells of the final map (-1 for a corner outside it), ``crop_index``
+    (N, 4) cells of the last crop (-1 outside it), ``weights`` (N, 4, 1) float32."""
 
-    base_rows: torch.Tensor
-    base_cols: torch.Tensor
-    crop_rows: torch.Tensor
-    crop_cols: torch.Tensor
-    in_crop: torch.Tensor
+    base_index: torch.Tensor
+    crop_index: torch.Tensor
     weights: torch.Tensor
 
 
@@ -165,17 +158,20 @@ class MaskedViews:
         for j, (k, s, p, d) in enumerate(geom):
             spans = [(sides[j][a] - 1) * s + (k - 1) * d + 1 for a in (0, 1)]
             pos = [torch.tensor([windows[j][i][a] for i in range(n)]).view(n, 1) + torch.arange(spans[a]) for a in (0, 1)]
-            base = [torch.where((pos[a] >= 0) & (pos[a] < sizes[j]), pos[a], sizes[j]) for a in (0, 1)]
-            crop_idx: list[torch.Tensor] | None = None
-            in_crop = None
+            inside_map = [(pos[a] >= 0) & (pos[a] < sizes[j]) for a in (0, 1)]
+            base = [torch.where(inside_map[a], pos[a], sizes[j]) for a in (0, 1)]  # sentinel: the padded zero row
+            base_index = torch.where(
+                inside_map[0].unsqueeze(2) & inside_map[1].unsqueeze(1),
+                pos[0].unsqueeze(2) * sizes[j] + pos[1].unsqueeze(1),
+                -1,
+            )
+            crop_index = None
             if j > 0:
-                crop_idx, inside = [], []
-                for a in (0, 1):
-                    rel = pos[a] - torch.tensor([crops[j - 1][i][a][0] for i in range(n)]).view(n, 1)
-                    ok = (rel >= 0) & (rel < sides[j - 1][a])
-                    crop_idx.append(torch.where(ok, rel, sides[j - 1][a]))
-                    inside.append(ok)
-                in_crop = (inside[0].unsqueeze(2) & inside[1].unsqueeze(1)).unsqueeze(1)
+                rel = [pos[a] - torch.tensor([crops[j - 1][i][a][0] for i in range(n)]).view(n, 1) for a in (0, 1)]
+                ok = [(rel[a] >= 0) & (rel[a] < sides[j - 1][a]) for a in (0, 1)]
+                crop_index = torch.where(
+                    ok[0].unsqueeze(2) & ok[1].unsqueeze(1), rel[0].unsqueeze(2) * sides[j - 1][1] + rel[1].unsqueeze(1), -1
+                )
             mask = _gather(F.pad(m[0].float(), (0, 1, 0, 1)), torch.arange(n), base[0], base[1]) if j == 0 else None
             out_pos = [
                 torch.tensor([crops[j][i][a][0] for i in range(n)]).view(n, 1) + torch.arange(sides[j][a]) for a in (0, 1)
@@ -184,11 +180,10 @@ class MaskedViews:
             new_mask = _gather(m[j + 1].float(), torch.arange(n), out_pos[0], out_pos[1])
             self.layers.append(
                 _LayerPlan(
-                    base_rows=base[0].to(device), base_cols=base[1].to(device),
-                    crop_rows=None if crop_idx is None else crop_idx[0].to(device),
-                    crop_cols=None if crop_idx is None else crop_idx[1].to(device),
-                    in_crop=None if in_crop is None else in_crop.to(device),
-                    mask=None if mask is None else mask.contiguous().to(device), ratio=ratio.contiguous().to(device),
+                    base_index=base_index.to(device),
+                    crop_index=None if crop_index is None else crop_index.to(device),
+                    mask=None if mask is None else mask.contiguous().to(device),
+                    ratio=ratio.contiguous().to(device),
                     new_mask=new_mask.contiguous().to(device),
                 )
             )
@@ -205,10 +200,8 @@ class MaskedViews:
         rel_y, rel_x = rows_t - start_y, cols_t - start_x
         ok = (rel_y >= 0) & (rel_y < sides[last][0]) & (rel_x >= 0) & (rel_x < sides[last][1]) & (rows_t < final) & (cols_t < final)
         self.readout = _ReadoutPlan(
-            base_rows=rows_t.to(device), base_cols=cols_t.to(device),
-            crop_rows=torch.where(ok, rel_y, sides[last][0]).to(device),
-            crop_cols=torch.where(ok, rel_x, sides[last][1]).to(device),
-            in_crop=ok.unsqueeze(2).to(device),
+            base_index=torch.where((rows_t < final) & (cols_t < final), rows_t * final + cols_t, -1).to(device),
+            crop_index=torch.where(ok, rel_y * sides[last][1] + rel_x, -1).to(device),
             weights=torch.tensor(weights, dtype=torch.float32).unsqueeze(2).to(device),
         )
         #: (window side, crop side) per layer, for reports: ((Ly, Lx), (hy, hx))
@@ -246,34 +239,51 @@ class MaskedViews:
 
         crop: torch.Tensor | None = None
         for layer, plan, base in zip(net.layers, self.layers, base_inputs):
-            xw = _gather(F.pad(base, (0, 1, 0, 1)), image_of_view, per_view(plan.base_rows), per_view(plan.base_cols))
+            # the view's true input over the window: its previous crop where it has one, else the base (the
+            # view equals the base outside its crop), 0 in the padding; one gather from both
+            xw = _gather_rows(base, crop, image_of_view, view, per_view(plan.base_index),
+                              None if plan.crop_index is None else per_view(plan.crop_index))
             if crop is None:  # the first layer: the image with the hole
                 assert plan.mask is not None
                 xw = xw * per_view(plan.mask).to(xw.dtype)
-            else:  # later layers: the previous crop pasted over the base; no mask multiply needed: the input is already 0
-                # where the view's mask is 0 (eq. 5 zeroes those outputs) and the mask is 1 outside the crop
-                assert plan.crop_rows is not None and plan.crop_cols is not None and plan.in_crop is not None
-                cw = _gather(F.pad(crop, (0, 1, 0, 1)), view, per_view(plan.crop_rows), per_view(plan.crop_cols))
-                xw = torch.where(per_view(plan.in_crop), cw, xw)
+            # later layers need no mask multiply: their input is already 0 where the view's mask is 0 (eq. 5
+            # zeroes those outputs) and the mask is 1 outside the crop
             raw = F.conv2d(xw, layer.conv.weight.to(xw.dtype), None, layer.stride, 0, layer.dilation)
             # eq. 5 on the crop: raw * ratio + b where the window has a valid pixel, else 0 (ratio is 0 there)
             bias = per_view(plan.new_mask).to(raw.dtype) * layer.bias.view(1, -1, 1, 1).to(raw.dtype)
             crop = F.leaky_relu(torch.addcmul(bias, raw, per_view(plan.ratio).to(raw.dtype)), net.act.negative_slope)
         assert crop is not None
         r = self.readout
-        base_val = _gather_points(F.pad(base_final, (0, 1, 0, 1)), image_of_view, per_view(r.base_rows), per_view(r.base_cols))
-        crop_val = _gather_points(F.pad(crop, (0, 1, 0, 1)), view, per_view(r.crop_rows), per_view(r.crop_cols))
-        values = torch.where(per_view(r.in_crop), crop_val, base_val)  # (B * count, 4, C)
-        sampled = (values * per_view(r.weights).to(values.dtype)).sum(dim=1)
+        values = _gather_rows(base_final, crop, image_of_view, view, per_view(r.base_index), per_view(r.crop_index))
+        sampled = (values * per_view(r.weights).to(values.dtype)).sum(dim=1)  # (B * count, C)
         return net.head(sampled)
+
+
+def _gather_rows(
+    base: torch.Tensor, crop: torch.Tensor | None, image_of_view: torch.Tensor, view: torch.Tensor,
+    base_index: torch.Tensor, crop_index: torch.Tensor | None,
+) -> torch.Tensor:
+    """One gather from the base maps (B, C, H, W) and the views' crops (V, C, hy, hx): for every view v and
+    position q of ``base_index`` (V, *Q) the crop's cell ``crop_index[v, q]`` where it is >= 0, else the base
+    cell ``base_index[v, q]`` of image ``image_of_view[v]`` where that is >= 0, else 0.
+
+    Returns (V, C, Qy, Qx) (a channels-last view) for windows Q = (Qy, Qx), or (V, K, C) for K points."""
+    b, c, h, w = base.shape
+    parts = [base.permute(0, 2, 3, 1).reshape(-1, c)]  # channels-last maps: these are views, no copies
+    lead = (-1,) + (1,) * (base_index.ndim - 1)
+    index = torch.where(base_index >= 0, image_of_view.view(lead) * (h * w) + base_index, -1)
+    if crop is not None and crop_index is not None:
+        hy, hx = crop.shape[-2:]
+        parts.append(crop.permute(0, 2, 3, 1).reshape(-1, c))
+        index = torch.where(crop_index >= 0, b * h * w + view.view(lead) * (hy * hx) + crop_index, index)
+    parts.append(base.new_zeros(1, c))
+    table = torch.cat(parts)
+    index = torch.where(index >= 0, index, table.shape[0] - 1)
+    rows = table.index_select(0, index.flatten()).view(*base_index.shape, c)
+    return rows.permute(0, 3, 1, 2) if base_index.ndim == 3 else rows
 
 
 def _gather(source: torch.Tensor, item: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """Windows ``source[item[v], :, rows[v], cols[v]]``: (M, C, H, W), (V,), (V, Ly), (V, Lx) -> (V, C, Ly, Lx)
-    (a channels-last view)."""
+    (a channels-last view); the plan's masks and ratios are cut with it."""
     return source[item.view(-1, 1, 1), :, rows.unsqueeze(2), cols.unsqueeze(1)].permute(0, 3, 1, 2)
-
-
-def _gather_points(source: torch.Tensor, item: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Cells ``source[item[v], :, rows[v, c], cols[v, c]]``: (M, C, H, W), (V,), (V, K), (V, K) -> (V, K, C)."""
-    return source[item.view(-1, 1), :, rows, cols]
