@@ -30,7 +30,7 @@ import torch
 from detectors.errors import DetectorError
 from detectors.imagesets import MVTecImageSet
 from detectors.metrics import pixel_auroc
-from detectors.model_io import load_detector
+from detectors.model_dir import load_detector
 from benchmarks.timing import write_json
 from detectors.tsdn.surf import surf_batch
 

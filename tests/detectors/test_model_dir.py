@@ -1,4 +1,5 @@
-"""Model directories: layout, round trip, and one clear ModelDirectoryError for every broken directory."""
+"""Model directories (detectors.model_dir): layout, round trip, modes, thresholds, provenance, load_model without
+cell, and one clear ModelDirectoryError for every broken directory."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,7 @@ import torch
 import yaml
 
 from detectors.errors import DetectorError, ModelDirectoryError
-from detectors.model_io import load_detector, read_model_config, save_detector
+from detectors.model_dir import load_detector, read_model_config, save_detector
 from detectors.synthetic import synthetic_imageset
 from tests.detectors.conftest import (
     OTHER_REFERENCE_NAME,
