@@ -4,8 +4,9 @@
         [--config configs/detectors/simplenet.yaml] [--device auto] [--set key=value ...]
 
 Protocol (no test-set selection): train on ``train/good`` with the config's fixed schedule and seed, then
-score ``test/`` exactly once. Images of every size are resized to the config's ``image_size`` (masks with
-nearest neighbour). Reports image AUROC, pixel AUROC, AUPRO (FPR <= 0.3), PG0, F1-max, training time,
+score ``test/`` exactly once. Images are brought to the config's ``image_size`` by the one input-preparation
+path that ``cell train`` / ``cell eval`` / ``cell inspect`` use (:mod:`detectors.input_prep`, resize mode;
+masks by nearest neighbour), so a model scores the same here and in ``cell eval``. Reports image AUROC, pixel AUROC, AUPRO (FPR <= 0.3), PG0, F1-max, training time,
 batch-1 latency, batch-16 throughput, peak memory and the device, and writes
 ``benchmarks/results/<method>_<dataset>.json`` plus a row of ``benchmarks/results/detectors.md``.
 
@@ -32,7 +33,8 @@ from cell.config import parse_overrides
 from cell.errors import CellError
 from cell.training import load_train_config
 from detectors.errors import DetectorError
-from detectors.imagesets import MVTecImageSet
+from detectors.imagesets import InMemoryImageSet, MVTecImageSet
+from detectors.input_prep import RESIZE, InputSpec, prepare_imageset
 from detectors.metrics import evaluate
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -102,6 +104,13 @@ def time_inference(detector: Any, images: torch.Tensor, device: torch.device, re
     return {"latency_b1_ms": float(np.median(lat) * 1000), "throughput_b16": float(np.median(thr))}
 
 
+def load_split(dataset: Path, split: str, image_size: int) -> InMemoryImageSet:
+    """``dataset/<split>`` (MVTec layout) read at the files' size and prepared as ``cell train`` / ``cell eval``
+    prepare an MVTec folder (:func:`detectors.input_prep.prepare_imageset`, resize mode)."""
+    files = MVTecImageSet(dataset, split, image_size=None, cache=False)
+    return prepare_imageset(files, InputSpec(mode="resize"), image_size)
+
+
 def run_benchmark(
     method: str,
     dataset: Path,
@@ -126,8 +135,8 @@ def run_benchmark(
         torch.cuda.reset_peak_memory_stats(device)
     load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
-    train = MVTecImageSet(dataset, "train", image_size=image_size)
-    test = MVTecImageSet(dataset, "test", image_size=image_size)
+    train = load_split(dataset, "train", image_size)
+    test = load_split(dataset, "test", image_size)
     log(f"{method} on {dataset.name}: {len(train)} train, {len(test)} test images at {image_size} px, device {device}")
 
     every = None
@@ -166,6 +175,7 @@ def run_benchmark(
         "dataset_path": str(dataset),
         "protocol": "train on train/good with a fixed schedule; test/ scored once; no test-set selection",
         "config": cfg.model_dump(),
+        "input_preparation": f"detectors.input_prep, resize mode ({RESIZE})",
         "seed": int(getattr(cfg, "seed", 0)),
         "n_train": len(train),
         "n_test": len(test),

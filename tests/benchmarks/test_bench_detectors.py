@@ -38,7 +38,7 @@ def test_benchmark_writes_results_and_saves_the_model_it_scored(tiny: Path, tmp_
     assert "| tsdn | tiny |" in (out / "detectors.md").read_text()
     # The saved model is the one that was scored: it reproduces the benchmark's image AUROC.
     model = diagnose_tsdn.load_detector(tmp_path / "model", expected_method="tsdn", device="cpu")
-    test = bench_detectors.MVTecImageSet(tiny, "test", image_size=64)
+    test = bench_detectors.load_split(tiny, "test", 64)
     pred = model.predict(test.stack_images())
     from detectors.metrics import image_auroc
 
