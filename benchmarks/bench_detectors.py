@@ -33,8 +33,7 @@ from cell.config import parse_overrides
 from cell.errors import CellError
 from cell.training import load_train_config
 from detectors.errors import DetectorError
-from detectors.imagesets import InMemoryImageSet, MVTecImageSet
-from detectors.input_prep import RESIZE, InputSpec, prepare_imageset
+from detectors.input_prep import RESIZE, prepared_mvtec_split
 from detectors.metrics import evaluate
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -104,13 +103,6 @@ def time_inference(detector: Any, images: torch.Tensor, device: torch.device, re
     return {"latency_b1_ms": float(np.median(lat) * 1000), "throughput_b16": float(np.median(thr))}
 
 
-def load_split(dataset: Path, split: str, image_size: int) -> InMemoryImageSet:
-    """``dataset/<split>`` (MVTec layout) read at the files' size and prepared as ``cell train`` / ``cell eval``
-    prepare an MVTec folder (:func:`detectors.input_prep.prepare_imageset`, resize mode)."""
-    files = MVTecImageSet(dataset, split, image_size=None, cache=False)
-    return prepare_imageset(files, InputSpec(mode="resize"), image_size)
-
-
 def run_benchmark(
     method: str,
     dataset: Path,
@@ -135,8 +127,8 @@ def run_benchmark(
         torch.cuda.reset_peak_memory_stats(device)
     load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
-    train = load_split(dataset, "train", image_size)
-    test = load_split(dataset, "test", image_size)
+    train = prepared_mvtec_split(dataset, "train", image_size)
+    test = prepared_mvtec_split(dataset, "test", image_size)
     log(f"{method} on {dataset.name}: {len(train)} train, {len(test)} test images at {image_size} px, device {device}")
 
     every = None

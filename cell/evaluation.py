@@ -20,7 +20,7 @@ from cell.datasets import LabelledImage, open_images
 from cell.errors import CellError
 from cell.overlays import heatmap_overlay, write_png
 from cell.report import write_eval_report
-from detectors.input_prep import score_working, working_mask
+from detectors.input_prep import score_working, to_capture_size, working_mask
 from detectors.metrics import evaluate
 from detectors.model_dir import load_model
 
@@ -196,7 +196,7 @@ def _write_overlays(scored: list[ScoredImage], threshold: float, folder: Path, n
         for rank, s in enumerate(group):
             pixels = s.item.load()
             mask = s.item.load_mask()
-            amap = cv2.resize(s.eval_map, (pixels.shape[1], pixels.shape[0]), interpolation=cv2.INTER_LINEAR)
+            amap = to_capture_size(s.eval_map, pixels.shape[0], pixels.shape[1])
             name = f"{key}_{rank:02d}.png"
             write_png(folder / name, heatmap_overlay(pixels, amap, mask, vmin=vmin, vmax=vmax))
             result[key].append(

@@ -34,7 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.errors import ImageSetError
-from detectors.imagesets import ImageSet, InMemoryImageSet, resize_mask, to_image_tensor
+from detectors.imagesets import ImageSet, InMemoryImageSet, MVTecImageSet, resize_mask, to_image_tensor
 
 #: Name of the resize every caller uses (recorded in benchmark results): see the module docstring.
 RESIZE = "cv2_area"
@@ -166,6 +166,13 @@ def prepare_imageset(images: ImageSet, spec: InputSpec, image_size: int) -> InMe
         sources.append(sample.source)
         hashes.append(sample.sha256)
     return InMemoryImageSet(prepared, masks=masks, labels=labels, sources=sources, defect_types=types, sha256s=hashes)
+
+
+def prepared_mvtec_split(root: Any, split: str, image_size: int) -> InMemoryImageSet:
+    """``root/<split>`` of an MVTec-layout folder prepared as ``cell train`` / ``cell eval`` prepare it (resize
+    mode): files decoded at their own size, then :func:`prepare_imageset`. What the benchmarks score."""
+    files = MVTecImageSet(root, split, image_size=None, cache=False)
+    return prepare_imageset(files, InputSpec(mode="resize"), image_size)
 
 
 def _as_float_image(pixels: Any) -> torch.Tensor:

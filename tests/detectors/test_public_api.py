@@ -57,7 +57,7 @@ PUBLIC_API: dict[str, list[str]] = {
     ],
     "detectors.input_prep": [
         "InputSpec", "RESIZE", "resize_for_model", "working_image", "working_mask", "training_tiles", "fit_inputs",
-        "score_working", "score_capture", "to_capture_size", "prepare_imageset",
+        "score_working", "score_capture", "to_capture_size", "prepare_imageset", "prepared_mvtec_split",
     ],
     "detectors.tiling": ["predict_tiled", "tile_starts"],
     "detectors.synthetic": ["textured_images", "add_defect", "synthetic_imageset"],
