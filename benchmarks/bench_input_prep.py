@@ -1,7 +1,7 @@
 """Which resize should the one input-preparation path use? Train and test one detector with each, compare.
 
-    python -m benchmarks.bench_input_prep --dataset ../shared/data/bottle \
-        [--method cfa] [--config configs/detectors/cfa.yaml] [--set key=value ...] [--out benchmarks/results]
+    python -m benchmarks.bench_input_prep --dataset ../shared/data/bottle --set image_size=128 \
+        [--method cfa] [--config configs/detectors/cfa.yaml] [--set key=value ...] [--max-train N] [--out DIR]
 
 Candidates (the two resizes the project had before :mod:`detectors.input_prep` became the one path):
 
@@ -15,7 +15,11 @@ neighbour for both), the detector is trained on ``train/good`` with the config's
 ``test/`` is scored once. Reported: image / pixel AUROC, AUPRO, and the resize time per image (median and
 mean over every train and test image, ms, decode excluded), with the load average before and after.
 The winner: the better pixel AUROC, unless both AUROCs are within :data:`EQUAL_WITHIN` of each other, in
-which case the faster resize. Written to ``benchmarks/results/input_prep_<dataset>.json``.
+which case the faster resize. Written to ``benchmarks/results/input_prep_<dataset>_<image_size>.json``.
+
+A dataset whose files are all already at ``image_size`` compares nothing (``../shared/data/bottle`` is stored
+at 256 x 256: measure it at another size, e.g. ``--set image_size=128``) and is refused. ``--max-train N``
+trains on the first N files of ``train/good`` (sorted names; the test side is always whole).
 """
 from __future__ import annotations
 
@@ -49,10 +53,19 @@ def _load_avg() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def prepare(images: MVTecImageSet, resize: Callable, image_size: int) -> tuple[InMemoryImageSet, list[float]]:
+class NothingToCompare(DetectorError):
+    """Every image of the dataset already has the model's size: no resize happens, nothing is measured."""
+
+
+def prepare(images: Any, resize: Callable, image_size: int) -> tuple[InMemoryImageSet, list[float]]:
     """``images`` (read at file size) resized by ``resize`` -> (prepared set, resize seconds per image)."""
     spec = InputSpec(mode="resize")
     out, masks, seconds = [], [], []
+    if all(tuple(sample.image.shape[-2:]) == (image_size, image_size) for sample in images):
+        raise NothingToCompare(
+            f"{images.describe()}: every image is already {image_size} x {image_size} px, so no resize happens; "
+            "choose another image_size (--set image_size=N)"
+        )
     for sample in images:
         started = time.perf_counter()
         out.append(resize(sample.image, (image_size, image_size)))
@@ -63,13 +76,15 @@ def prepare(images: MVTecImageSet, resize: Callable, image_size: int) -> tuple[I
     return prepared, seconds
 
 
-def run_candidate(name: str, method: str, config: dict[str, Any], dataset: Path, log: Callable = print) -> dict[str, Any]:
+def run_candidate(name: str, method: str, config: dict[str, Any], dataset: Path, log: Callable = print,
+                  max_train: Optional[int] = None) -> dict[str, Any]:
     """Train and test ``method`` with the candidate resize ``name``; the metrics and timings as a dict."""
     resize = CANDIDATES[name]
     detector = detectors.create(method, **config)
     image_size = int(detector.config.image_size)
     load_before = _load_avg()
-    train, train_s = prepare(MVTecImageSet(dataset, "train", image_size=None, cache=False), resize, image_size)
+    train_files = MVTecImageSet(dataset, "train", image_size=None, cache=False, max_per_type=max_train)
+    train, train_s = prepare(train_files, resize, image_size)
     test, test_s = prepare(MVTecImageSet(dataset, "test", image_size=None, cache=False), resize, image_size)
     log(f"{name}: {len(train)} train, {len(test)} test images at {image_size} px; training {method}")
     started = time.perf_counter()
@@ -118,6 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--max-train", type=int, default=None, help="train on the first N train/good files")
     args = parser.parse_args(argv)
     from cell.config import parse_overrides
     from cell.errors import CellError
@@ -133,7 +149,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train_config = load_train_config(config_path, parse_overrides(args.overrides))
         if train_config.method != args.method:
             raise CellError(f"{config_path}: is a config for '{train_config.method}', not '{args.method}'")
-        results = [run_candidate(name, args.method, train_config.config, dataset) for name in CANDIDATES]
+        results = [run_candidate(name, args.method, train_config.config, dataset, max_train=args.max_train)
+                   for name in CANDIDATES]
     except (DetectorError, CellError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -143,6 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "dataset": dataset.name,
         "dataset_path": str(dataset),
         "config": train_config.config,
+        "max_train": args.max_train,
         "protocol": "per resize: train on train/good (fixed schedule, seed), test/ scored once; no test-set selection",
         "equal_within": EQUAL_WITHIN,
         "results": results,
@@ -153,7 +171,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"input_prep_{dataset.name}.json"
+    image_size = int(detectors.create(args.method, **train_config.config).config.image_size)
+    path = args.out / f"input_prep_{dataset.name}_{image_size}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(document, indent=2, default=float))
     tmp.replace(path)
