@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from benchmarks import bench_input_prep
 from detectors import registry
 from tests.cell.mvtec_fixture import make_mvtec_folder
