@@ -26,10 +26,10 @@ from acquisition.store import CaptureStore
 from cell.campaign import apply_truth, capture_with_retries, part_ids, store_frame
 from cell.errors import CampaignError, LineStopped
 from cell.line_result import LineResult, utc_now
-from cell.model_input import InputSpec, score_capture
 from cell.overlays import heatmap_overlay, png_bytes
 from cell.pipeline import DEFAULT_DEPTH, Done, MotionPipeline, worker_store
 from cell.signals import LineSignals
+from detectors.input_prep import InputSpec, score_capture
 from detectors.thresholds import ThresholdDecision
 
 VERDICTS = ("OK", "NOK", "error")

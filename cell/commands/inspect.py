@@ -26,7 +26,7 @@ from cell.errors import CellError
 from cell.inspection import InspectConfig, InspectionSummary, PartResult, run_inspection
 from cell.local_http import check_bind_host
 from cell.signals import LineJob, LineSignals, build_sinks, parse_signal_kinds
-from cell.training import load_trained_model
+from detectors.model_dir import load_model
 
 EXIT_PART_ERRORS = 3
 
@@ -124,7 +124,7 @@ def inspect_on_cell(
 
     ``device``: where the model runs (``auto``: a GPU when there is one), whatever it was trained on."""
     signals, page = build_line(cell, line or LineOptions(), store_path, console)
-    model = load_trained_model(model_dir, device=device, threshold_override=threshold_override)
+    model = load_model(model_dir, device=device, threshold_override=threshold_override)
     detector, spec, threshold = model.detector, model.spec, model.threshold
     campaign_file = load_campaign_file(campaign_path)
     campaign = name or f"inspect-{datetime.now().strftime('%Y%m%d-%H%M%S')}"

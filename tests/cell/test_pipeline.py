@@ -18,7 +18,7 @@ import yaml
 
 from acquisition.store import CaptureStore
 from cell.inspection import InspectConfig, ScoredPose, decide_part, run_inspection
-from cell.model_input import InputSpec
+from detectors.input_prep import InputSpec
 from cell.pipeline import MotionPipeline, worker_store
 from detectors.thresholds import ThresholdDecision
 from tests.cell.sim_fixtures import LocalContrastDetector, demo_plan, small_cell
