@@ -4,10 +4,12 @@
         [--config configs/detectors/simplenet.yaml] [--device auto] [--set key=value ...]
 
 Protocol (no test-set selection): train on ``train/good`` with the config's fixed schedule and seed, then
-score ``test/`` exactly once. Images of every size are resized to the config's ``image_size`` (masks with
-nearest neighbour). Reports image AUROC, pixel AUROC, AUPRO (FPR <= 0.3), PG0, F1-max, training time,
-batch-1 latency (median and p99), throughput at batch 1, 16 and 64 (``--batches``), peak memory and the
-device (``--profile B`` adds a torch-profiler table of one batch-B predict), and writes
+score ``test/`` exactly once. Images are brought to the config's ``image_size`` by the one input-preparation
+path that ``cell train`` / ``cell eval`` / ``cell inspect`` use (:mod:`detectors.input_prep`, resize mode;
+masks by nearest neighbour), so a model scores the same here and in ``cell eval``. Reports image AUROC,
+pixel AUROC, AUPRO (FPR <= 0.3), PG0, F1-max, training time, batch-1 latency (median and p99), throughput
+at batch 1, 16 and 64 (``--batches``), peak memory and the device (``--profile B`` adds a torch-profiler
+table of one batch-B predict), and writes
 ``benchmarks/results/<method>_<dataset>.json`` plus a row of ``benchmarks/results/detectors.md``.
 
 Timings depend on the machine's load (the development machine's 2 CPU cores are shared): the JSON
@@ -33,7 +35,7 @@ from cell.config import parse_overrides
 from cell.errors import CellError
 from cell.training import load_train_config
 from detectors.errors import DetectorError
-from detectors.imagesets import MVTecImageSet
+from detectors.input_prep import RESIZE, prepared_mvtec_split
 from detectors.metrics import evaluate
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -165,8 +167,8 @@ def run_benchmark(
         torch.cuda.reset_peak_memory_stats(device)
     load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
-    train = MVTecImageSet(dataset, "train", image_size=image_size)
-    test = MVTecImageSet(dataset, "test", image_size=image_size)
+    train = prepared_mvtec_split(dataset, "train", image_size)
+    test = prepared_mvtec_split(dataset, "test", image_size)
     log(f"{method} on {dataset.name}: {len(train)} train, {len(test)} test images at {image_size} px, device {device}")
 
     every = None
@@ -209,6 +211,7 @@ def run_benchmark(
         "dataset_path": str(dataset),
         "protocol": "train on train/good with a fixed schedule; test/ scored once; no test-set selection",
         "config": cfg.model_dump(),
+        "input_preparation": f"detectors.input_prep, resize mode ({RESIZE})",
         "seed": int(getattr(cfg, "seed", 0)),
         "n_train": len(train),
         "n_test": len(test),

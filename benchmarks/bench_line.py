@@ -153,7 +153,7 @@ def measure_part_cycle(plan_name: str, parts: int, model: Any, *, depth: int, fo
 def warm_up(model: Any) -> float:
     """Score one capture of the demo plan (the first call of a model pays its one-off set-up, seconds on a
     loaded CPU), so that neither mode pays it inside the measurement. Returns the seconds it took."""
-    from cell.model_input import score_capture
+    from detectors.input_prep import score_capture
 
     cell, plan, campaign = sim_cell("demo", realtime_factor=0.0)
     with cell:
@@ -233,7 +233,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"unknown plan(s) {unknown}; known: {', '.join(CAMPAIGNS)}")
     import torch
 
-    from cell.training import load_trained_model
+    from detectors.model_dir import load_model
 
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
@@ -245,7 +245,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if trained_here:
             print("training a small SimpleNet on simulated good parts ...", flush=True)
             model_dir = train_small_simplenet(tmp, parts=args.train_parts, meta_epochs=args.train_epochs)
-        model = load_trained_model(model_dir, device="cpu")
+        model = load_model(model_dir, device="cpu")
         results = {
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                         "torch_threads": torch.get_num_threads(), "device": "cpu",

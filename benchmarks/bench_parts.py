@@ -90,7 +90,7 @@ def capture(store: Any, scenario: str, camera: str, difficulty: str, campaign: s
 
 def score_parts(store: Any, model: Any, campaigns: list[str], part_ids: set[str] | None = None) -> dict[str, list]:
     """part id -> [(record, image score, map at half the capture's resolution)], every capture scored once."""
-    from cell.model_input import score_capture
+    from detectors.input_prep import score_capture
 
     out: dict[str, list] = {}
     for campaign in campaigns:
@@ -117,7 +117,8 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
     from cell.part_evaluation import PartOutcome, part_level_metrics
     from cell.part_map import PartMapConfig
     from cell.part_scoring import StoredPartMaps
-    from cell.training import load_train_config, load_trained_model, train_model
+    from cell.training import load_train_config, train_model
+    from detectors.model_dir import load_model
     from detectors.thresholds import choose_threshold
 
     store_path, model_dir = work / f"{scenario}_store", work / f"{scenario}_model"
@@ -132,7 +133,7 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
     started = time.perf_counter()
     train_model(load_train_config(DETECTOR, overrides), store_path, model_dir, campaigns=["train"])
     timings["train_s"] = time.perf_counter() - started
-    model = load_trained_model(model_dir, device="cpu" if args.model == "fast" else "auto")
+    model = load_model(model_dir, device="cpu" if args.model == "fast" else "auto")
     provenance = json.loads((model_dir / "provenance.json").read_text())
     holdout = {e["source"].split("/")[1] for e in provenance["threshold_holdout_good"]}
     started = time.perf_counter()

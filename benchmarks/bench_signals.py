@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from acquisition.store import CaptureStore
     from cell.cell_factory import PartFeedConfig, build_cell, load_campaign_file, load_cell_config
     from cell.inspection import InspectConfig, run_inspection
-    from cell.model_input import InputSpec
+    from detectors.input_prep import InputSpec
     from cell.signals import LineJob, LineSignals, LineSink, MqttConfig, OpcUaConfig
     from cell.signals.mqtt import MqttSink
     from cell.signals.opcua import OpcUaSink

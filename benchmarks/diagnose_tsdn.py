@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from detectors.errors import DetectorError
-from detectors.imagesets import MVTecImageSet
+from detectors.input_prep import prepared_mvtec_split
 from detectors.metrics import pixel_auroc
-from detectors.model_io import load_detector
+from detectors.model_dir import load_detector
 from benchmarks.timing import write_json
 from detectors.tsdn.surf import surf_batch
 
@@ -59,7 +59,7 @@ def _mean(values: np.ndarray, where: np.ndarray) -> Optional[float]:
 def diagnose(detector: Any, dataset: Path, seed: int = 0, log: Any = print) -> dict[str, Any]:
     """The diagnosis of a trained TSDN ``detector`` on ``dataset/test`` (see the module doc) as a dict."""
     cfg = detector.config
-    test = MVTecImageSet(dataset, "test", image_size=int(cfg.image_size))
+    test = prepared_mvtec_split(dataset, "test", int(cfg.image_size))  # as bench_detectors scored it
     images = test.stack_images()
     masks = test.stack_masks().numpy() > 0
     labels = np.asarray(test.labels)

@@ -21,11 +21,11 @@ import numpy as np
 
 from cell.datasets import LabelledImage, is_capture_store, open_images
 from cell.errors import CellError
-from cell.model_input import score_capture, working_mask
 from cell.overlays import heatmap_overlay, write_png
 from cell.report import write_eval_report
-from cell.training import load_trained_model
+from detectors.input_prep import score_working, to_capture_size, working_mask
 from detectors.metrics import evaluate
+from detectors.model_dir import load_model
 
 Progress = Callable[[int, int, str], None]
 
@@ -82,7 +82,7 @@ def evaluate_model(
     scores.csv, roc.png, overlays/*.png and report.html. Returns the metrics dict.
     ``device``: where the model runs (``auto``, ``cpu``, ``cuda[:N]``), whatever it was trained on."""
     model_dir, out = Path(model_dir), Path(out)
-    model = load_trained_model(model_dir, device=device)
+    model = load_model(model_dir, device=device)
     detector, spec, threshold = model.detector, model.spec, model.threshold
     image_size = int(detector.config.image_size)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,14 +97,14 @@ def evaluate_model(
             )
         for index, item in enumerate(items):
             pixels = item.load()
-            score, full_map = score_capture(detector, pixels, spec)
+            score, working_map = score_working(detector, pixels, spec)
             mask = item.load_mask()
             if mask is None:
                 mask = np.zeros(pixels.shape[:2], dtype=bool)
             if mask.shape != pixels.shape[:2]:
                 raise CellError(f"{item.source}: mask {mask.shape} does not match image {pixels.shape[:2]}")
             eval_mask = working_mask(mask, spec, image_size)
-            scored.append(ScoredImage(item, score, _working_size_map(full_map, eval_mask.shape), eval_mask))
+            scored.append(ScoredImage(item, score, working_map, eval_mask))
             if progress:
                 progress(index + 1, len(items), item.source)
         seconds = time.perf_counter() - started
@@ -267,7 +267,7 @@ def _write_overlays(scored: list[ScoredImage], threshold: float, folder: Path, n
         for rank, s in enumerate(group):
             pixels = s.item.load()
             mask = s.item.load_mask()
-            amap = cv2.resize(s.eval_map, (pixels.shape[1], pixels.shape[0]), interpolation=cv2.INTER_LINEAR)
+            amap = to_capture_size(s.eval_map, pixels.shape[0], pixels.shape[1])
             name = f"{key}_{rank:02d}.png"
             write_png(folder / name, heatmap_overlay(pixels, amap, mask, vmin=vmin, vmax=vmax))
             result[key].append(

@@ -31,11 +31,11 @@ from acquisition.store import CaptureStore
 from cell.campaign import apply_truth, capture_with_retries, part_ids, store_frame
 from cell.errors import CampaignError, LineStopped
 from cell.line_result import LineResult, PartDefect, utc_now
-from cell.model_input import InputSpec, score_capture
 from cell.overlays import heatmap_overlay, png_bytes
 from cell.part_map import PartFrame, PartMap, PartMapAccumulator, PartMapConfig, PartMapError, PoseResult
 from cell.pipeline import DEFAULT_DEPTH, Done, MotionPipeline, worker_store
 from cell.signals import LineSignals
+from detectors.input_prep import InputSpec, score_capture
 from detectors.thresholds import ThresholdDecision
 
 VERDICTS = ("OK", "NOK", "error")

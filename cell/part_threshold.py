@@ -1,27 +1,29 @@
-"""``part_threshold.json`` in a model directory: the part-level decision threshold and how it was made.
+"""The part threshold of a model directory, as the line uses it: a typed view over :mod:`detectors.model_dir`.
 
-One read/write pair (the model directory's owner may absorb it into ``detectors/model_dir.py`` under the same
-names). The file holds the threshold (value, policy, validation statistics as
-:class:`~detectors.thresholds.ThresholdDecision` writes them), the part-map settings it is valid for (cell
-size, fusion rule: a threshold chosen on ``kth`` maps means nothing on ``max`` maps) and its provenance (the
-held-out good parts and the defective parts it was chosen on, all from the training side). Written
-atomically; read as untrusted data: every key is checked and a bad file gets a one-line error naming it.
+The file (``part_threshold.json``) is written and read ONLY by :func:`detectors.model_dir.write_part_threshold`
+/ :func:`detectors.model_dir.read_part_threshold` (atomic; untrusted on read: every key checked, one-line
+errors naming the file). It holds the threshold (value, policy, validation statistics as
+:class:`~detectors.thresholds.ThresholdDecision` writes them) and its provenance: the held-out good parts and
+the defective parts it was chosen on, all from the training side, and under ``provenance.part_map`` the
+part-map settings it is valid for (cell size, fusion rule: a threshold chosen on ``kth`` maps means nothing on
+``max`` maps). This module turns that document into a :class:`PartThreshold` and says how to make one when a
+model has none.
 """
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cell.errors import CellError
-from detectors.errors import DetectorConfigError
-from detectors.model_io import atomic_write
+from detectors.errors import ModelDirectoryError
+from detectors.model_dir import PART_THRESHOLD_FILE
+from detectors.model_dir import read_part_threshold as _read_document
+from detectors.model_dir import write_part_threshold as _write_document
 from detectors.thresholds import ThresholdDecision
 
-PART_THRESHOLD_FILE = "part_threshold.json"
-PART_THRESHOLD_SCHEMA = "cell.part-threshold/1"
+__all__ = ["PART_THRESHOLD_FILE", "PartThreshold", "part_threshold_document", "read_part_threshold",
+           "write_part_threshold"]
 
 
 @dataclass(frozen=True)
@@ -42,40 +44,36 @@ class PartThreshold:
         return self.decision.policy
 
 
+def part_threshold_document(threshold: PartThreshold) -> dict[str, Any]:
+    """``threshold`` as the model directory stores it: ``{value, policy, stats, provenance}``, the part-map
+    settings under ``provenance.part_map``."""
+    return {**threshold.decision.to_dict(), "provenance": {**threshold.provenance, "part_map": dict(threshold.part_map)}}
+
+
 def write_part_threshold(model_dir: str | Path, threshold: PartThreshold) -> Path:
-    """Write ``model_dir/part_threshold.json`` atomically; returns its path."""
-    path = Path(model_dir) / PART_THRESHOLD_FILE
-    data = {"schema": PART_THRESHOLD_SCHEMA, **threshold.decision.to_dict(),
-            "part_map": dict(threshold.part_map), "provenance": dict(threshold.provenance)}
-    text = json.dumps(data, indent=2, allow_nan=False)
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
-    return path
+    """Write ``model_dir/part_threshold.json`` atomically (the directory must be a model directory)."""
+    try:
+        return _write_document(model_dir, part_threshold_document(threshold))
+    except ModelDirectoryError as exc:
+        raise CellError(str(exc)) from None
 
 
 def read_part_threshold(model_dir: str | Path) -> PartThreshold:
-    """Read ``model_dir/part_threshold.json``. Missing -> :class:`CellError` naming how to make one."""
+    """Read ``model_dir/part_threshold.json``. Missing -> :class:`CellError` naming how to make one; a bad file
+    -> :class:`CellError`, one line naming the file and key."""
     path = Path(model_dir) / PART_THRESHOLD_FILE
-    if not path.is_file():
+    try:
+        data = _read_document(model_dir)
+    except ModelDirectoryError as exc:
+        raise CellError(str(exc)) from None
+    if data is None:
         raise CellError(
             f"{path}: missing: this model has no part threshold; retrain it with `cell train` on a capture store "
             "(it chooses one on held-out good parts) or give --part-threshold VALUE"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CellError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CellError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    if data.get("schema") != PART_THRESHOLD_SCHEMA:
-        raise CellError(f"{path}: key 'schema' = {data.get('schema')!r}, expected {PART_THRESHOLD_SCHEMA!r}")
-    try:
-        decision = ThresholdDecision.from_dict(data)
-    except DetectorConfigError as exc:
-        raise CellError(f"{path}: {exc}") from None
-    if not math.isfinite(decision.value):
-        raise CellError(f"{path}: key 'value' = {decision.value!r} is not finite")
-    for key in ("part_map", "provenance"):
-        if not isinstance(data.get(key, {}), dict):
-            raise CellError(f"{path}: key '{key}' must be an object, got {type(data[key]).__name__}")
-    return PartThreshold(decision=decision, part_map=dict(data.get("part_map") or {}),
-                         provenance=dict(data.get("provenance") or {}))
+    provenance = dict(data["provenance"])
+    part_map = provenance.pop("part_map", {})
+    if not isinstance(part_map, dict):
+        raise CellError(f"{path}: key 'provenance.part_map' = {part_map!r}: must be a mapping")
+    decision = ThresholdDecision(value=data["value"], policy=data["policy"], stats=data["stats"])
+    return PartThreshold(decision=decision, part_map=dict(part_map), provenance=provenance)

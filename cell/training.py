@@ -1,25 +1,20 @@
 """``cell train``: fit a detector on the training side of a dataset and write a model directory.
 
-The model directory holds::
-
-    config.yaml       method + detector config          (detectors.model_io)
-    weights.pt        plain state dict                   (detectors.model_io)
-    input.json        how captures become inputs         (cell.model_input.InputSpec)
-    threshold.json    decision threshold, policy, validation statistics (per image)
-    part_threshold.json  the part-level threshold on fused part maps, its part-map settings and provenance
-                         (capture stores only: held-out good PARTS fused as the line fuses them)
-    provenance.json   data source, every training/validation image with its hash, seed, split
-    training.json     training statistics (losses, time, device)
+The model directory (layout and every read and write: :mod:`detectors.model_dir`) holds the detector's
+config and weights, the input spec (how captures become inputs: :mod:`detectors.input_prep`), the decision
+threshold with its policy and validation statistics, the provenance (data source, every training/validation
+image with its hash, seed, split, software versions, the weights' sha256) and the training statistics;
+trained on a capture store, also the part threshold (``part_threshold.json``: the threshold on fused part maps,
+the part-map settings it is valid for and its provenance: held-out good PARTS fused as the line fuses them).
 
 The threshold is chosen only on data carved from the TRAINING side: held-out good parts and, when the
 training data has labelled defective captures, those (policy ``zero_miss``); never on a test split.
-The directory is written under a temporary name and renamed at the end: an interrupted run leaves no
-half-written model.
+:func:`detectors.model_dir.write_model_dir` writes it under a temporary name and renames it at the end: an
+interrupted run leaves no half-written model.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import shutil
 import time
 from pathlib import Path
@@ -32,11 +27,12 @@ import detectors
 from cell.config import read_yaml_mapping, validate_mapping
 from cell.datasets import LabelledImage, is_capture_store, open_images, split_by_part
 from cell.errors import CellError, ConfigFileError
-from cell.model_input import InputSpec, score_capture, training_tiles, working_image
 from cell.part_map import PartMapConfig, PartMapError
-from cell.part_threshold import PartThreshold, write_part_threshold
-from detectors.imagesets import InMemoryImageSet
+from cell.part_threshold import PartThreshold, part_threshold_document
 from detectors import registry
+from detectors.imagesets import InMemoryImageSet
+from detectors.input_prep import InputSpec, fit_inputs, score_capture, score_working
+from detectors.model_dir import write_model_dir
 from detectors.registry import validate_config
 from detectors.thresholds import ThresholdDecision, choose_threshold
 
@@ -90,19 +86,17 @@ def _default_input(data: Path) -> InputSpec:
 def _inputs_for_fit(items: Sequence[LabelledImage], spec: InputSpec, image_size: int) -> InMemoryImageSet:
     images, sources = [], []
     for item in items:
-        image = working_image(item.load(), spec, image_size)
+        inputs = fit_inputs(item.load(), spec, image_size)
+        images.extend(inputs)
         if spec.mode == "tile":
-            tiles = training_tiles(image, image_size, spec.overlap)
-            images.extend(tiles)
-            sources.extend(f"{item.source}#tile{k}" for k in range(len(tiles)))
+            sources.extend(f"{item.source}#tile{k}" for k in range(len(inputs)))
         else:
-            images.append(image)
             sources.append(item.source)
     return InMemoryImageSet(images, sources=sources)
 
 
 def _score_items(detector: Any, items: Sequence[LabelledImage], spec: InputSpec) -> np.ndarray:
-    return np.array([score_capture(detector, item.load(), spec)[0] for item in items], dtype=np.float64)
+    return np.array([score_working(detector, item.load(), spec)[0] for item in items], dtype=np.float64)
 
 
 def train_model(
@@ -183,7 +177,8 @@ def train_model(
     }
     if checkpoint_dir is not None:  # the model directory does not point at a folder that is about to go
         detector.config = detector.config.model_copy(update={"checkpoint_dir": None})
-    _write_model_dir(detector, out, spec, decision, provenance, summary, force, part_threshold)
+    write_model_dir(out, detector, spec=spec, threshold=decision, provenance=provenance, training=summary, force=force,
+                    part_threshold=None if part_threshold is None else part_threshold_document(part_threshold))
     if checkpoint_dir is not None:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
@@ -281,69 +276,3 @@ def _provenance(item: LabelledImage) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
-
-
-def _write_model_dir(
-    detector: Any,
-    out: Path,
-    spec: InputSpec,
-    decision: ThresholdDecision,
-    provenance: dict[str, Any],
-    summary: dict[str, Any],
-    force: bool,
-    part_threshold: Optional[PartThreshold] = None,
-) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    detector.save(staging)
-    spec.save(staging)
-    (staging / "threshold.json").write_text(json.dumps(decision.to_dict(), indent=2), encoding="utf-8")
-    (staging / "provenance.json").write_text(json.dumps(provenance, indent=2), encoding="utf-8")
-    (staging / "training.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    if part_threshold is not None:
-        write_part_threshold(staging, part_threshold)
-    if out.exists() and force:
-        shutil.rmtree(out)
-    staging.rename(out)
-
-
-def load_threshold(model_dir: str | Path) -> ThresholdDecision:
-    """The decision threshold of a model directory written by :func:`train_model`."""
-    path = Path(model_dir) / "threshold.json"
-    if not path.is_file():
-        raise CellError(f"{path}: missing; train the model with `cell train` (or give --threshold)")
-    try:
-        return ThresholdDecision.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as exc:
-        raise CellError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A model directory written by :func:`train_model`, loaded for scoring: the detector (on its device),
-    the input spec (``input.json``) and the decision threshold (``threshold.json`` or an override)."""
-
-    directory: Path
-    detector: Any
-    spec: InputSpec
-    threshold: ThresholdDecision
-
-
-def load_trained_model(
-    model_dir: str | Path, device: str = "auto", threshold_override: Optional[float] = None
-) -> TrainedModel:
-    """Load ``model_dir`` for ``cell eval`` / ``cell inspect`` / review mode. ``device``: where the model runs
-    (``auto``, ``cpu``, ``cuda[:N]``), whatever it was trained on. ``threshold_override``: a manual threshold
-    instead of ``threshold.json`` (which then need not exist). Errors name the file that is wrong."""
-    from detectors.model_io import load_detector
-
-    directory = Path(model_dir)
-    detector = load_detector(directory, device=device)
-    spec = InputSpec.load(directory)
-    threshold = (
-        ThresholdDecision(value=float(threshold_override), policy="manual")
-        if threshold_override is not None else load_threshold(directory)
-    )
-    return TrainedModel(directory, detector, spec, threshold)

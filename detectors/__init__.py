@@ -6,6 +6,7 @@ Public API::
     detectors.available()                      # ['simplenet', ...]
     det = detectors.create("simplenet", image_size=256)
     det.fit(train_set); pred = det.predict(images)   # images (B, 3, H, W) float in [0, 1]
+    model = detectors.load_model("models/sn")   # a trained model directory: .detector, .spec, .threshold
 """
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ from detectors.errors import DetectorError
 _LAZY = {
     "Detector": "detectors.base", "DetectorConfig": "detectors.base", "Prediction": "detectors.base",
     "available": "detectors.registry", "create": "detectors.registry", "register": "detectors.registry",
+    "load_model": "detectors.model_dir", "TrainedModel": "detectors.model_dir",
 }
 
-__all__ = ["Detector", "DetectorConfig", "DetectorError", "Prediction", "available", "create", "register"]
+__all__ = [
+    "Detector", "DetectorConfig", "DetectorError", "Prediction", "TrainedModel", "available", "create", "load_model",
+    "register",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -230,15 +230,15 @@ class Detector(ABC):
             self._load_state_dict(state)
             self._fitted = True
 
-    # save/load are implemented once, in detectors.model_io, on top of state_dict/load_state_dict.
+    # save/load are implemented once, in detectors.model_dir, on top of state_dict/load_state_dict.
     def save(self, directory: str | Path) -> Path:
-        from detectors.model_io import save_detector
+        from detectors.model_dir import save_detector
 
         return save_detector(self, Path(directory))
 
     @classmethod
     def load(cls, directory: str | Path) -> "Detector":
-        from detectors.model_io import load_detector
+        from detectors.model_dir import load_detector
 
         detector = load_detector(Path(directory), expected_method=getattr(cls, "name", None))
         if not isinstance(detector, cls):

@@ -2,7 +2,7 @@
 
 A :class:`ScoreProvider` turns an image into an anomaly map at the image's resolution and holds the
 decision threshold. :class:`DetectorScoreProvider` wraps a model directory written by ``cell train``
-(``detectors.model_io.load_detector`` + ``threshold.json``). :func:`disagreement` compares the
+(:func:`detectors.model_dir.load_model`: detector, input spec, ``threshold.json``). :func:`disagreement` compares the
 thresholded map with a mask; the app ranks captures by it so the user can jump to likely label errors
 (predicted defect where nothing is masked) and misses (masked defect the model does not flag).
 """
@@ -92,15 +92,15 @@ def heatmap_rgba(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
 class DetectorScoreProvider:
     """Anomaly maps from a model directory written by ``cell train``.
 
-    The capture is scored exactly as ``cell inspect`` scores it (:func:`cell.model_input.score_capture`
+    The capture is scored exactly as ``cell inspect`` scores it (:func:`detectors.input_prep.score_capture`
     with the directory's ``input.json``), and the decision threshold is ``threshold.json``'s value
-    (:func:`cell.training.load_threshold`); a pixel is predicted defect when its map value exceeds it.
+    (:func:`detectors.model_dir.load_model`); a pixel is predicted defect when its map value exceeds it.
     """
 
     def __init__(self, model_dir: str | Path) -> None:
-        from cell.training import load_trained_model
+        from detectors.model_dir import load_model
 
-        model = load_trained_model(model_dir, device="auto")
+        model = load_model(model_dir, device="auto")
         self.model_dir = model.directory
         self.detector, self.spec, self.threshold = model.detector, model.spec, float(model.threshold.value)
         self.name = f"{getattr(self.detector, 'name', 'model')} ({self.model_dir.name})"
@@ -108,7 +108,7 @@ class DetectorScoreProvider:
     def anomaly_map(self, image: np.ndarray) -> np.ndarray:
         import torch
 
-        from cell.model_input import score_capture
+        from detectors.input_prep import score_capture
 
         with torch.no_grad():
             _, amap = score_capture(self.detector, image, self.spec)

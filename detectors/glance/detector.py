@@ -10,10 +10,11 @@ Pipeline (images S x S px, patches P x P px every ``patch_stride`` px, Global-Ne
         l = l_IAD(Z_l, Z_g) + lambda_t CE(C(Z*, Z_g)), Z* = Z_l (class 0) or Z_l of the stained patch (class 1).
     inference: all N_p patches of the raster; s = lambda_s s_IAD + (1 - lambda_s) s_DAD (s_DAD = P(stained));
         the map is the inverse-distance-weighted interpolation of the patch scores; image score = map max.
-        All N_p masked views of an image go through G as ONE batch (``views_per_pass`` = 0), so the cost per
-        image is N_p Global-Net passes at G x G + N_p Local-Net passes at P x P, batched; with the defaults
-        (S 256, P 32, stride 16 -> N_p = 225, G 128) that is about 225 x 0.072 GMAC + 225 x 0.020 GMAC,
-        about 21 GMAC per image.
+        The N_p masked views of an image are scored incrementally (:class:`MaskedViews`: one unmasked base
+        pass, then per layer one batched convolution over small crops around the holes; exactly the maths of
+        N_p whole Global-Net passes at G x G, :mod:`detectors.glance.reference`), the N_p patches as one
+        Local-Net batch; with the defaults (S 256, P 32, stride 16 -> N_p = 225, G 128) about 2.2 + 4.4 GMAC
+        per image instead of 225 x 0.072 + 225 x 0.020 = 21 GMAC.
 
 Deviations from the paper (no official code exists):
 - The Local-Net is distilled from the pretrained backbone (default tf_efficientnet_lite0, offline ImageNet
@@ -53,13 +54,17 @@ from detectors.glance.model import (
     compactness_loss,
     crop_patches,
     distillation_loss,
+    gather_patches,
     hole_masks,
     iad_score,
+    idw_sparse,
     idw_weights,
     joint_score,
     patch_centres,
     patch_grid,
+    patch_index,
 )
+from detectors.glance.masked_views import MaskedViews
 from detectors.model_io import check_loose_tensors, check_state_shapes, reject_unknown_tensors
 from detectors.registry import register
 
@@ -91,7 +96,7 @@ class GlanceConfig(DetectorConfig):
     global_lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     idw_power: float = Field(2.0, gt=0)
-    views_per_pass: int = Field(0, ge=0, description="masked views per Global-Net pass; 0 = all of an image")
+    views_per_pass: int = Field(0, ge=0, description="masked views per (incremental) Global-Net pass; 0 = all of an image")
 
     @model_validator(mode="after")
     def _sizes(self) -> "GlanceConfig":
@@ -139,6 +144,9 @@ class Glance(Detector):
         self.local_std: Optional[torch.Tensor] = None
         self._boxes = patch_grid(config.image_size, config.patch_size, config.patch_stride)
         self._idw: Optional[torch.Tensor] = None
+        self._idw_sparse: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self._views: Optional[MaskedViews] = None  # the incremental plan of the masked views (with the networks)
+        self._patch_rows, self._patch_cols = patch_index(self._boxes, config.patch_size, self.device)
 
     # ----------------------------------------------------------------------------------------- modules
     @property
@@ -155,6 +163,17 @@ class Glance(Detector):
         return self._idw
 
     @property
+    def idw_entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:attr:`idw` as its nonzero entries per pixel, :func:`idw_sparse` (index, weight) each (K, S, S)."""
+        return self._ensure_idw_entries()
+
+    def _ensure_idw_entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._idw_sparse is None:
+            self._idw_sparse = idw_sparse(self.idw)
+            self._idw = None  # the dense weights (N_p x S x S floats) are rebuilt only if asked for again
+        return self._idw_sparse
+
+    @property
     def patches_per_image(self) -> int:
         """N_p: patches (= masked Global-Net views) scored per image."""
         return len(self._boxes)
@@ -168,6 +187,9 @@ class Glance(Detector):
             self.decoder = torch.nn.Linear(cfg.feature_dim, teacher_dim).to(self.device)
             self.global_net = GlobalNet(cfg.feature_dim, cfg.global_width).to(self.device)
             self.dad = DADHead(cfg.feature_dim, cfg.dad_hidden).to(self.device)
+        masks, centres = self._view_geometry(self._boxes)
+        self._views = MaskedViews(self.global_net, masks, centres, self.device)  # geometry only, no weights
+        self._ensure_idw_entries()  # geometry only: built here, not inside a trace of _score_batch
         self.local_mean = torch.zeros(cfg.feature_dim, device=self.device)
         self.local_std = torch.ones(cfg.feature_dim, device=self.device)
 
@@ -359,41 +381,46 @@ class Glance(Detector):
         return {"iad": iad, "dad": dad, "score": score}
 
     def _patch_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(b, 3, S, S) on the device -> (s_IAD, s_DAD, joint score), each (b, N_p)."""
+        """(b, 3, S, S) on the device -> (s_IAD, s_DAD, joint score), each (b, N_p).
+
+        Z_g of the N_p masked views of every image: :class:`MaskedViews` (incremental, exact maths; one image
+        and at most ``views_per_pass`` of its views per pass); Z_l: each image's N_p patches in one
+        channels-last Local-Net batch.
+        :func:`detectors.glance.reference.reference_patch_scores` is the straightforward computation (every
+        masked view through :meth:`GlobalNet.forward`) that this equals within float rounding.
+        """
         cfg = self.config
-        boxes = self._boxes
-        n_p = len(boxes)
+        assert self._views is not None and self.global_net is not None and self.dad is not None
+        b, n_p = images.shape[0], len(self._boxes)
         per_pass = cfg.views_per_pass or n_p
         global_images = self._to_global(images)
-        chunks = [boxes[i : i + per_pass] for i in range(0, n_p, per_pass)]
-        geometries = [self._view_geometry(chunk) for chunk in chunks]  # the same for every image
-        out: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
-        for b in range(images.shape[0]):
-            z_l = self._local_features(crop_patches(images, boxes, cfg.patch_size, [b] * n_p))
+        with self._autocast():  # one image's views (at most per_pass of them) per pass: memory stays flat in b
             z_g = torch.cat(
                 [
-                    self._global_features(global_images, [b] * len(chunk), chunk, geometry)
-                    for chunk, geometry in zip(chunks, geometries)
+                    self._views(self.global_net, global_images[i : i + 1], start, min(start + per_pass, n_p))
+                    for i in range(b)
+                    for start in range(0, n_p, per_pass)
                 ]
-            )
-            with self._autocast():
-                logits = self.dad(z_l, z_g).float()
-            s_iad = iad_score(z_l, z_g)
-            s_dad = logits.softmax(dim=1)[:, 1]
-            for scores, value in zip(out, (s_iad, s_dad, joint_score(s_iad, s_dad, cfg.lambda_s))):
-                scores.append(value)
-        iad, dad, score = (torch.stack(v) for v in out)
-        return iad, dad, score
+            ).float()
+        z_l = torch.cat([self._local_features(gather_patches(images[i], self._patch_rows, self._patch_cols)) for i in range(b)])
+        with self._autocast():
+            logits = self.dad(z_l, z_g).float()
+        s_iad = iad_score(z_l, z_g)
+        s_dad = logits.softmax(dim=1)[:, 1]
+        s = joint_score(s_iad, s_dad, cfg.lambda_s)
+        return s_iad.view(b, n_p), s_dad.view(b, n_p), s.view(b, n_p)
 
     @torch.no_grad()
     def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(b, 3, S, S) float32 in [0, 1] on the device -> (scores (b,), maps (b, S, S)).
 
-        Map = IDW interpolation of the joint patch scores (eq. 13); image score = map maximum. Traceable; the
-        loop over the batch's images (each image's N_p masked views form one Global-Net batch) unrolls in a
-        trace (an export has a fixed batch size).
+        Map = IDW interpolation of the joint patch scores (eq. 13; the K <= 4 nonzero weights per pixel with the
+        defaults, :attr:`idw_entries`, instead of the dense (N_p, S, S) product); image score = map maximum. Traceable; the
+        loop over the batch's images (one Local-Net batch of N_p patches each) unrolls in a trace (an export
+        has a fixed batch size).
         """
-        anomaly_map = torch.einsum("bp,pyx->byx", self._patch_scores(images)[2], self.idw)
+        index, weight = self.idw_entries
+        anomaly_map = (self._patch_scores(images)[2][:, index] * weight).sum(dim=1)  # sparse eq. 13 IDW
         return anomaly_map.amax(dim=(1, 2)), anomaly_map
 
     # --------------------------------------------------------------------------------------- state

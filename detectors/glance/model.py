@@ -77,11 +77,17 @@ class PartialConv2d(nn.Module):
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.window = float(kernel * kernel)
 
+    @torch.no_grad()
+    def mask_update(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image-independent half of eq. 5: mask (B, 1, H, W) -> (new mask (B, 1, H', W') in {0, 1} with
+        ``mask``'s dtype, ratio ``sum(1) / sum(M)`` (B, 1, H', W') float32, 0 where the window has no valid pixel)."""
+        valid = F.conv2d(mask.float(), self.ones, None, self.stride, self.padding, self.dilation)
+        new_mask = (valid > 0).to(mask.dtype)
+        ratio = (self.window / valid.clamp_min(1.0)) * new_mask
+        return new_mask, ratio
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            valid = F.conv2d(mask.float(), self.ones, None, self.stride, self.padding, self.dilation)
-            new_mask = (valid > 0).to(mask.dtype)
-            ratio = (self.window / valid.clamp_min(1.0)) * new_mask
+        new_mask, ratio = self.mask_update(mask)
         raw = self.conv(x * mask.to(x.dtype))
         out = (raw * ratio.to(raw.dtype) + self.bias.view(1, -1, 1, 1).to(raw.dtype)) * new_mask.to(raw.dtype)
         return out, new_mask
@@ -187,6 +193,20 @@ def crop_patches(images: torch.Tensor, boxes: Sequence[tuple[int, int]], patch: 
     return torch.stack([images[b, :, y : y + patch, x : x + patch] for b, (y, x) in zip(image_index, boxes)])
 
 
+def patch_index(boxes: Sequence[tuple[int, int]], patch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel rows and columns (N, P) int64 of the patches with top-left corners ``boxes`` (y, x), for
+    :func:`gather_patches`."""
+    b = torch.tensor(boxes, dtype=torch.int64).view(-1, 2)
+    offsets = torch.arange(patch, dtype=torch.int64)
+    return (b[:, :1] + offsets).to(device), (b[:, 1:] + offsets).to(device)
+
+
+def gather_patches(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The N patches of one image (3, S, S) at :func:`patch_index` ``rows``/``cols`` (N, P) -> (N, 3, P, P),
+    channels-last in memory (one gather; what :func:`crop_patches` cuts for image-index 0, same values)."""
+    return image[:, rows.unsqueeze(2), cols.unsqueeze(1)].permute(1, 0, 2, 3).contiguous(memory_format=torch.channels_last)
+
+
 def hole_masks(boxes: Sequence[tuple[float, float]], patch: int, image_size: int, global_size: int, device: torch.device) -> torch.Tensor:
     """Global-Net masks (N, 1, G, G) float: 0 on G-pixels whose centre lies inside the patch box (in S units),
     1 elsewhere (M_0 of the paper)."""
@@ -222,3 +242,16 @@ def idw_weights(image_size: int, boxes: Sequence[tuple[int, int]], patch: int, p
     if bool((total <= 0).any()):
         raise ValueError("idw_weights: the patches do not cover every pixel")
     return weights / total
+
+
+def idw_sparse(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K nonzero entries per pixel of dense :func:`idw_weights` (N_p, S, S), K = the most patches any pixel
+    lies in: (patch index (K, S, S) int64, weight (K, S, S) float32; padding entries have weight 0 and index
+    0). ``map = (scores[:, index] * weight).sum(1)`` equals the dense ``einsum("bp,pyx->byx", scores, weights)``
+    up to float rounding, reading K instead of N_p weights per pixel."""
+    nonzero = weights > 0
+    k = int(nonzero.sum(0).max())
+    # the K largest weights per pixel are its nonzero ones (weights are positive where nonzero)
+    weight, index = weights.topk(k, dim=0)
+    index = torch.where(weight > 0, index, torch.zeros_like(index))
+    return index, weight.contiguous()

@@ -5,9 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import bench_detectors, diagnose_tsdn
 from detectors import registry
+from detectors.input_prep import prepared_mvtec_split
 from tests.cell.mvtec_fixture import make_mvtec_folder
 
 TSDN_SMOKE = {**registry.detector_class("tsdn").smoke_config, "epochs": 2}
@@ -38,7 +40,7 @@ def test_benchmark_writes_results_and_saves_the_model_it_scored(tiny: Path, tmp_
     assert "| tsdn | tiny |" in (out / "detectors.md").read_text()
     # The saved model is the one that was scored: it reproduces the benchmark's image AUROC.
     model = diagnose_tsdn.load_detector(tmp_path / "model", expected_method="tsdn", device="cpu")
-    test = bench_detectors.MVTecImageSet(tiny, "test", image_size=64)
+    test = prepared_mvtec_split(tiny, "test", 64)
     pred = model.predict(test.stack_images())
     from detectors.metrics import image_auroc
 
@@ -66,7 +68,7 @@ def test_an_unusable_save_model_path_fails_before_training(tiny: Path, tmp_path:
 
 def test_tsdn_diagnosis_compares_real_defects_with_surf_fills(tiny: Path, tmp_path: Path, capsys) -> None:
     detector = registry.detector_class("tsdn")(registry.detector_class("tsdn").config_class(**TSDN_SMOKE))
-    detector.fit(bench_detectors.MVTecImageSet(tiny, "train", image_size=64))
+    detector.fit(prepared_mvtec_split(tiny, "train", 64))
     detector.save(tmp_path / "model")
     out = tmp_path / "diag.json"
     assert diagnose_tsdn.main(["--model", str(tmp_path / "model"), "--dataset", str(tiny), "--device", "cpu",
@@ -85,7 +87,7 @@ def test_tsdn_diagnosis_compares_real_defects_with_surf_fills(tiny: Path, tmp_pa
 def test_tsdn_diagnosis_refuses_another_method_s_model(tiny: Path, tmp_path: Path, capsys) -> None:
     cls = registry.detector_class("simplenet")
     detector = cls(cls.config_class(**cls.smoke_config))
-    detector.fit(bench_detectors.MVTecImageSet(tiny, "train", image_size=int(detector.config.image_size)))
+    detector.fit(prepared_mvtec_split(tiny, "train", int(detector.config.image_size)))
     detector.save(tmp_path / "model")
     assert diagnose_tsdn.main(["--model", str(tmp_path / "model"), "--dataset", str(tiny), "--device", "cpu"]) == 2
     assert "tsdn" in capsys.readouterr().err
@@ -95,7 +97,7 @@ def test_tsdn_diagnosis_refuses_another_method_s_model(tiny: Path, tmp_path: Pat
 def tsdn_model(tiny: Path, tmp_path_factory) -> Path:
     cls = registry.detector_class("tsdn")
     detector = cls(cls.config_class(**TSDN_SMOKE))
-    detector.fit(bench_detectors.MVTecImageSet(tiny, "train", image_size=64))
+    detector.fit(prepared_mvtec_split(tiny, "train", 64))
     return detector.save(tmp_path_factory.mktemp("tsdn") / "model")
 
 
@@ -152,3 +154,48 @@ def test_bad_batch_sizes_are_one_line_errors(tiny: Path, tmp_path: Path, capsys,
     assert code == 2
     assert capsys.readouterr().err.strip() == (
         f"error: --batches {value!r}: expected positive batch sizes separated by commas, e.g. 1,16,64")
+
+
+def test_the_benchmark_and_cell_eval_feed_a_model_the_same_inputs(tmp_path: Path) -> None:
+    # 96 px files, a 64 px model: both sides resize. `cell eval` (captures -> detectors.input_prep) and the
+    # benchmark (image set -> the same path) must score the same model to the same metrics.
+    import numpy as np
+
+    from cell.cli import main
+    from detectors.metrics import evaluate
+    from detectors.model_dir import load_model
+    from detectors.simplenet.detector import SimpleNet
+    from tests.cell.mvtec_fixture import write_detector_config
+
+    data = make_mvtec_folder(tmp_path / "mvtec96", n_train=6, n_test_good=3, n_test_defect=3, size=96)
+    config = write_detector_config(tmp_path / "sn.yaml", "simplenet", SimpleNet.smoke_config,
+                                   threshold={"policy": "auto", "holdout_fraction": 0.3})
+    assert main(["train", "--detector", str(config), "--data", str(data), "--out", str(tmp_path / "m")]) == 0
+    assert main(["eval", "--model", str(tmp_path / "m"), "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--device", "cpu"]) == 0
+    from_cli = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    test = prepared_mvtec_split(data, "test", 64)
+    prediction = load_model(tmp_path / "m", device="cpu").detector.predict(test.stack_images())
+    from_bench = evaluate(prediction.score, test.labels, prediction.anomaly_map, test.stack_masks().numpy())
+    assert from_cli["n_images"] == len(test) == 6
+    # the inputs are the same to the bit; the outputs differ only by batch-size rounding (eval scores one by one)
+    from cell.datasets import open_images
+    from detectors.input_prep import InputSpec, working_image, working_mask
+
+    with open_images(data, "test") as items:
+        by_source = {item.source: item for item in items}
+        for sample in test:
+            item = by_source[sample.source]
+            assert torch.equal(working_image(item.load(), InputSpec(), 64), sample.image), sample.source
+            mask = item.load_mask()
+            if mask is not None:
+                assert np.array_equal(working_mask(mask, InputSpec(), 64), sample.mask.numpy()), sample.source
+    for key in ("image_auroc", "pixel_auroc", "aupro"):
+        assert from_bench[key] == pytest.approx(from_cli[key], abs=1e-4), key
+    rows = [row.split(",") for row in (tmp_path / "r" / "scores.csv").read_text().splitlines()[1:]]
+    cli_scores = {Path(row[0]).as_posix().split("/test/")[-1]: float(row[3]) for row in rows}
+    bench_scores = {source.split("/test/")[-1]: float(score) for source, score in zip(test.sources, prediction.score)}
+    assert sorted(cli_scores) == sorted(bench_scores) and len(bench_scores) == 6
+    for name, score in bench_scores.items():
+        assert cli_scores[name] == pytest.approx(score, rel=1e-4), name  # scores.csv keeps 6 digits
+    assert np.isfinite(prediction.score).all()

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from acquisition.store import CaptureStore
 from cell.cell_factory import PartFeedConfig
 from cell.inspection import InspectConfig, InspectionSummary, run_inspection
-from cell.model_input import InputSpec
+from detectors.input_prep import InputSpec
 from cell.signals import LineJob, LineSignals
 from detectors.thresholds import ThresholdDecision
 from tests.cell.sim_fixtures import LocalContrastDetector, demo_plan, small_cell

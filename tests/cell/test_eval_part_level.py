@@ -7,10 +7,10 @@ import pytest
 
 from acquisition.store import CaptureStore
 from cell.inspection import InspectConfig, PartJudge, run_inspection
-from cell.model_input import InputSpec
+from detectors.input_prep import InputSpec
 from cell.part_map import PartFrame, PartMapConfig
 from cell.part_threshold import PartThreshold, write_part_threshold
-from cell.training import TrainedModel
+from detectors.model_dir import TrainedModel
 from detectors.thresholds import ThresholdDecision
 from tests.cell.sim_fixtures import LocalContrastDetector, demo_plan, small_cell
 
@@ -37,6 +37,7 @@ def inspected(tmp_path_factory):
         )
     model = root / "model"
     model.mkdir()
+    (model / "config.yaml").write_text("method: stand-in\n")  # marks a model directory; the detector is patched in
     write_part_threshold(model, PartThreshold(ThresholdDecision(0.3, "manual"), config.model_dump(mode="json"),
                                               {"chosen_on": "test"}))
     return root, model
@@ -46,7 +47,7 @@ def test_metrics_json_has_a_part_level_section_with_both_rules_and_localisation(
     import cell.evaluation as evaluation
 
     root, model = inspected
-    monkeypatch.setattr(evaluation, "load_trained_model", lambda directory, **kw: TrainedModel(
+    monkeypatch.setattr(evaluation, "load_model", lambda directory, **kw: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile", scale=1.0), ThresholdDecision(0.3, "manual")))
     out = root / "report"
     evaluation.evaluate_model(model, root / "store", out, campaigns=["line"])

@@ -12,8 +12,8 @@ import yaml
 import cell.commands.inspect as inspect_command
 from acquisition.store import CaptureStore
 from cell.cli import main
-from cell.model_input import InputSpec
-from cell.training import TrainedModel
+from detectors.input_prep import InputSpec
+from detectors.model_dir import TrainedModel
 from cell.part_threshold import PartThreshold
 from detectors.thresholds import ThresholdDecision
 from tests.cell.line_fixtures import free_port
@@ -40,7 +40,7 @@ def inspect_args(tmp_path: Path, cell: Path, *extra: str) -> list[str]:
 
 @pytest.fixture()
 def test_model(monkeypatch):
-    monkeypatch.setattr(inspect_command, "load_trained_model", lambda directory, **kw: TrainedModel(
+    monkeypatch.setattr(inspect_command, "load_model", lambda directory, **kw: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile", scale=1.0), ThresholdDecision(-1.0, "manual")))
     monkeypatch.setattr(inspect_command, "read_part_threshold",
                         lambda directory: PartThreshold(ThresholdDecision(-1.0, "manual")))  # every part NOK

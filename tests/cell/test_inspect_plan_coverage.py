@@ -24,6 +24,7 @@ def judge_output(tmp_path: Path, cell_file: str, campaign_file: str, override=No
     campaign = load_campaign_file(REPO / campaign_file)
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)
+    (model / "config.yaml").write_text("method: stand-in\n")  # marks a model directory
     write_part_threshold(model, PartThreshold(ThresholdDecision(0.5, "manual"), {"fusion": "kth", "k": 2}))
     out = io.StringIO()
     judge = part_judge(cell, campaign, cell.plan(campaign.plan), model, override, Console(file=out, width=300))

@@ -7,7 +7,7 @@ import pytest
 from acquisition.store import CaptureStore
 from cell.inspection import InspectConfig, run_inspection
 from cell.part_threshold import PartThreshold
-from cell.model_input import InputSpec
+from detectors.input_prep import InputSpec
 from detectors.thresholds import ThresholdDecision
 from tests.cell.sim_fixtures import LocalContrastDetector, demo_plan, small_cell
 
@@ -132,10 +132,10 @@ def test_cell_inspect_takes_camera_timeout_and_retries_from_the_cell_file(tmp_pa
     cell = small_cell(seed=1)
     cell.config = cell.config.model_copy(update={"capture": CaptureSettings(timeout_s=0.7, camera_retries=0)})
     seen = {}
-    from cell.training import TrainedModel
+    from detectors.model_dir import TrainedModel
     from detectors.thresholds import ThresholdDecision
 
-    monkeypatch.setattr(inspect_command, "load_trained_model", lambda directory, **kwargs: TrainedModel(
+    monkeypatch.setattr(inspect_command, "load_model", lambda directory, **kwargs: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile"), ThresholdDecision(value=1.0, policy="manual")))
     monkeypatch.setattr(inspect_command, "run_inspection", lambda **kwargs: seen.update(kwargs["config"].model_dump()))
     monkeypatch.setattr(inspect_command, "read_part_threshold", lambda directory: PartThreshold(

@@ -9,7 +9,7 @@ import pytest
 
 from acquisition.store import CaptureStore
 from cell.inspection import InspectConfig, PartJudge, run_inspection, to_line_result
-from cell.model_input import InputSpec
+from detectors.input_prep import InputSpec
 from cell.part_map import PartFrame, PartMapConfig
 from detectors.thresholds import ThresholdDecision
 from tests.cell.sim_fixtures import LocalContrastDetector, demo_plan, small_cell

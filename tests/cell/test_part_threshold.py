@@ -7,10 +7,17 @@ import pytest
 
 from cell.errors import CellError
 from cell.part_threshold import PART_THRESHOLD_FILE, PartThreshold, read_part_threshold, write_part_threshold
-from detectors.thresholds import choose_threshold
+from detectors.thresholds import ThresholdDecision, choose_threshold
+
+
+def model_dir(path):
+    """A folder the model directory's writer accepts (its config.yaml marks a model directory)."""
+    (path / "config.yaml").write_text("method: stand-in\n")
+    return path
 
 
 def test_round_trip_keeps_value_policy_part_map_and_provenance(tmp_path):
+    model_dir(tmp_path)
     decision = choose_threshold("good_quantile", [0.2, 0.3, 0.25], quantile=0.99)
     provenance = {"holdout_good_parts": {"train-0003": 0.3}, "chosen_on": "training side"}
     write_part_threshold(tmp_path, PartThreshold(decision, {"fusion": "kth", "k": 2, "cell_mm": 0.5}, provenance))
@@ -18,7 +25,14 @@ def test_round_trip_keeps_value_policy_part_map_and_provenance(tmp_path):
     assert back.value == pytest.approx(decision.value) and back.policy == "good_quantile"
     assert back.decision.stats["n_good"] == 3
     assert back.part_map == {"fusion": "kth", "k": 2, "cell_mm": 0.5} and back.provenance == provenance
-    assert not [p for p in tmp_path.iterdir() if p.name != PART_THRESHOLD_FILE]  # no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", PART_THRESHOLD_FILE]  # no temporary file
+    stored = json.loads((tmp_path / PART_THRESHOLD_FILE).read_text())  # the model directory's one format
+    assert stored["provenance"]["part_map"]["fusion"] == "kth" and stored["value"] == pytest.approx(decision.value)
+
+
+def test_writing_into_a_folder_that_is_no_model_directory_is_refused(tmp_path):
+    with pytest.raises(CellError, match="not a model directory"):
+        write_part_threshold(tmp_path, PartThreshold(ThresholdDecision(0.5, "manual")))
 
 
 def test_a_missing_file_says_how_to_make_one(tmp_path):
@@ -30,13 +44,13 @@ def test_a_missing_file_says_how_to_make_one(tmp_path):
 
 
 @pytest.mark.parametrize("content, expected", [
-    ("{not json", "not readable JSON"),
+    ("{not json", "not valid JSON"),
     ("[1, 2]", "expected a JSON object"),
-    (json.dumps({"value": 0.3, "policy": "manual"}), "key 'schema'"),
-    (json.dumps({"schema": "cell.part-threshold/1", "value": "high", "policy": "manual"}), "threshold"),
-    (json.dumps({"schema": "cell.part-threshold/1", "value": 0.3, "policy": "guess"}), "policy 'guess'"),
-    (json.dumps({"schema": "cell.part-threshold/1", "value": 0.3, "policy": "manual", "part_map": [1]}),
-     "key 'part_map' must be an object"),
+    (json.dumps({"value": "high", "policy": "manual"}), "key 'value'"),
+    (json.dumps({"value": 0.3, "policy": "guess"}), "key 'policy' = 'guess'"),
+    (json.dumps({"value": 0.3, "policy": "manual", "schema": 1}), "unknown key 'schema'"),
+    (json.dumps({"value": 0.3, "policy": "manual", "provenance": {"part_map": [1]}}),
+     "key 'provenance.part_map' = [1]: must be a mapping"),
 ])
 def test_a_bad_file_is_one_line_naming_it(tmp_path, content, expected):
     (tmp_path / PART_THRESHOLD_FILE).write_text(content)

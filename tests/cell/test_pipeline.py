@@ -18,8 +18,8 @@ import yaml
 
 from acquisition.store import CaptureStore
 from cell.inspection import InspectConfig, PartJudge, decide_part, run_inspection
-from cell.model_input import InputSpec
 from cell.part_map import PoseResult
+from detectors.input_prep import InputSpec
 from cell.pipeline import MotionPipeline, worker_store
 from detectors.thresholds import ThresholdDecision
 from tests.cell.sim_fixtures import LocalContrastDetector, demo_plan, small_cell

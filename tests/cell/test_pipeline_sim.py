@@ -48,7 +48,7 @@ def test_capture_train_inspect_on_the_simulated_cell(small_cell_files):
     part_threshold = json.loads((root / "model" / "part_threshold.json").read_text())
     provenance = json.loads((root / "model" / "provenance.json").read_text())
     held_out_parts = {e["source"].split("/")[1] for e in provenance["threshold_holdout_good"]}
-    assert part_threshold["policy"] == "good_quantile" and part_threshold["part_map"]["fusion"]
+    assert part_threshold["policy"] == "good_quantile" and part_threshold["provenance"]["part_map"]["fusion"]
     assert set(part_threshold["provenance"]["holdout_good_parts"]) == held_out_parts
     assert part_threshold["value"] >= max(part_threshold["provenance"]["holdout_good_parts"].values()) * 0.9
     code = main(["inspect", "--cell", str(root / "cell.yaml"), "--campaign", str(campaign), "--model",

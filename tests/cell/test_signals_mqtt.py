@@ -146,8 +146,8 @@ def test_results_still_queued_when_the_run_ends_are_reported_lost_in_the_store(t
     import cell.commands.inspect as inspect_command
     from cell.commands.inspect import LineOptions
     from cell.inspection import InspectConfig
-    from cell.model_input import InputSpec
-    from cell.training import TrainedModel
+    from detectors.input_prep import InputSpec
+    from detectors.model_dir import TrainedModel
     from detectors.thresholds import ThresholdDecision
     from acquisition.store import CaptureStore
     from tests.cell.sim_fixtures import DEMO_CAMPAIGN, LocalContrastDetector, small_cell
@@ -156,7 +156,7 @@ def test_results_still_queued_when_the_run_ends_are_reported_lost_in_the_store(t
     dead = free_port()  # nothing listens here
     cell.config = cell.config.model_copy(update={"mqtt": MqttConfig(
         port=dead, queue_size=2, flush_timeout_s=0.2, reconnect_min_s=0.1, reconnect_max_s=0.2)})
-    monkeypatch.setattr(inspect_command, "load_trained_model", lambda directory, **kw: TrainedModel(
+    monkeypatch.setattr(inspect_command, "load_model", lambda directory, **kw: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile", scale=1.0), ThresholdDecision(1e9, "manual")))
     from cell.part_threshold import PartThreshold
 

@@ -32,6 +32,16 @@ def test_train_writes_a_complete_model_directory(trained):
     assert all(s.startswith("synthetic/train/good/") for s in trained_on | held_out)  # never the test split
     assert all(len(p["sha256"]) == 64 for p in provenance["train"])
     assert provenance["seed"] == 0
+    assert len(provenance["weights_sha256"]) == 64 and provenance["versions"]["torch"]
+    # issue 17 item 17: every file follows the umask (config.yaml and weights.pt used to be 0600)
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in model.iterdir()} == {
+        p.name: oct(0o666 & ~umask) for p in model.iterdir()
+    }
 
 
 def test_eval_writes_metrics_report_and_scores_defects_higher(trained):

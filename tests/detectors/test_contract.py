@@ -23,7 +23,7 @@ from detectors.base import Detector
 from detectors.errors import DetectorConfigError, DetectorError, ImageSetError, ModelDirectoryError
 from detectors.imagesets import InMemoryImageSet
 from detectors.inference import InferenceModule
-from detectors.model_io import load_detector
+from detectors.model_dir import load_detector
 from detectors.synthetic import add_defect, synthetic_imageset, textured_images
 from detectors.tiling import predict_tiled
 from tests.detectors.conftest import (

@@ -13,7 +13,7 @@ import torch
 
 from detectors import registry
 from detectors.device import AUTOCAST_ENV, autocast_dtype, grad_scaler
-from detectors.model_io import load_detector
+from detectors.model_dir import load_detector
 from detectors.synthetic import add_defect, synthetic_imageset, textured_images
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -11,7 +11,10 @@ import inspect
 import pytest
 
 PUBLIC_API: dict[str, list[str]] = {
-    "detectors": ["Detector", "DetectorConfig", "DetectorError", "Prediction", "available", "create", "register"],
+    "detectors": [
+        "Detector", "DetectorConfig", "DetectorError", "Prediction", "TrainedModel", "available", "create", "load_model",
+        "register",
+    ],
     "detectors.base": ["Detector", "DetectorConfig", "Prediction", "ProgressCallback", "score_summary"],
     "detectors.inference": ["InferenceModule"],
     "detectors.registry": ["available", "create", "register", "detector_class", "validate_config"],
@@ -46,7 +49,16 @@ PUBLIC_API: dict[str, list[str]] = {
     ],
     "detectors.metrics": ["image_auroc", "pixel_auroc", "aupro", "pro_curve", "f1_max", "pg0", "evaluate", "just_below"],
     "detectors.thresholds": ["choose_threshold", "ThresholdDecision", "POLICIES"],
-    "detectors.model_io": ["save_detector", "load_detector", "read_model_config", "FORMAT_VERSION"],
+    "detectors.model_io": ["atomic_write", "check_state_shapes", "check_loose_tensors", "reject_unknown_tensors"],
+    "detectors.model_dir": [
+        "save_detector", "load_detector", "read_model_config", "FORMAT_VERSION", "write_model_dir", "read_input_spec",
+        "read_threshold", "write_part_threshold", "read_part_threshold", "read_provenance", "TrainedModel",
+        "load_model", "file_sha256", "software_versions",
+    ],
+    "detectors.input_prep": [
+        "InputSpec", "RESIZE", "resize_for_model", "working_image", "working_mask", "training_tiles", "fit_inputs",
+        "score_working", "score_capture", "to_capture_size", "prepare_imageset", "prepared_mvtec_split",
+    ],
     "detectors.tiling": ["predict_tiled", "tile_starts"],
     "detectors.synthetic": ["textured_images", "add_defect", "synthetic_imageset"],
 }
@@ -91,8 +103,14 @@ def test_error_hierarchy() -> None:
         ("detectors.thresholds", "choose_threshold", ["policy", "good_scores", "defect_scores", "quantile", "manual"]),
         ("detectors.tiling", "predict_tiled", ["detector", "images", "tile_size", "overlap", "batch_size"]),
         ("detectors.imagesets", "split_holdout", ["imageset", "fraction", "seed"]),
-        ("detectors.model_io", "save_detector", ["detector", "directory"]),
-        ("detectors.model_io", "load_detector", ["directory"]),
+        ("detectors.model_dir", "save_detector", ["detector", "directory"]),
+        ("detectors.model_dir", "load_detector", ["directory"]),
+        ("detectors.model_dir", "write_model_dir", ["out", "detector", "spec", "threshold", "provenance"]),
+        ("detectors.model_dir", "write_part_threshold", ["directory", "decision"]),
+        ("detectors.model_dir", "read_part_threshold", ["directory"]),
+        ("detectors.model_dir", "load_model", ["directory", "device", "threshold_override"]),
+        ("detectors.input_prep", "working_image", ["pixels", "spec", "image_size"]),
+        ("detectors.input_prep", "score_capture", ["detector", "pixels", "spec"]),
         ("detectors.image_ops", "check_batch", ["images", "image_size", "method", "where"]),
         ("detectors.train_images", "TrainImages", ["data", "method", "role", "image_size"]),
         ("detectors.train_images", "StackedTrainImages", ["data", "method", "image_size", "role"]),
