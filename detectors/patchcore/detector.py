@@ -76,7 +76,9 @@ class PatchCoreConfig(DetectorConfig):
         0.1, gt=0, le=1, description="memory bank = this share of all training patches (paper Table 1: 0.25, 0.1, 0.01)"
     )
     projection_dim: int = Field(128, ge=1, description="random-projection dimension of the coreset distances")
-    neighbours: int = Field(9, ge=1, description="b of eq. 7: bank entries around m* in the image-score weight")
+    neighbours: int = Field(
+        9, ge=2, description="b of eq. 7: bank entries around m* (itself included) in the image-score weight"
+    )
     blur_sigma: float = Field(4.0, ge=0, description="Gaussian blur of the upsampled map, pixels")
     distance_chunk_mb: float = Field(64, gt=0, description="memory of one block of a distance matrix, MiB")
 
@@ -165,6 +167,11 @@ class PatchCore(Detector):
         assert projected is not None
         n_patches = n * per_image
         n_bank = memory_bank_size(n, per_image, cfg.coreset_ratio)
+        if n_bank < 2:
+            raise DetectorError(
+                f"{self.name}: coreset_ratio {cfg.coreset_ratio} of {n_patches} training patches leaves a memory bank "
+                f"of {n_bank}; eq. 7 needs at least 2 entries: raise coreset_ratio or train on more images"
+            )
         extract_s = time.perf_counter() - t0
 
         # ---- greedy coreset on the projections
@@ -260,9 +267,9 @@ class PatchCore(Detector):
             raise DetectorError(f"{self.name} weights: missing tensor 'bank'")
         bank = state["bank"]
         d = self.config.target_dim
-        if not isinstance(bank, torch.Tensor) or bank.ndim != 2 or bank.shape[1] != d or bank.shape[0] < 1:
+        if not isinstance(bank, torch.Tensor) or bank.ndim != 2 or bank.shape[1] != d or bank.shape[0] < 2:
             shape = tuple(bank.shape) if isinstance(bank, torch.Tensor) else type(bank).__name__
-            raise DetectorError(f"{self.name} weights: tensor 'bank' has shape {shape}, config expects (M, {d})")
+            raise DetectorError(f"{self.name} weights: tensor 'bank' has shape {shape}, config expects (M, {d}) with M >= 2")
         if not bank.is_floating_point() or not bool(torch.isfinite(bank).all()):
             raise DetectorError(f"{self.name} weights: tensor 'bank' holds non-finite or non-float values")
         reject_unknown_tensors(state, list(modules), ["bank"], self.name)

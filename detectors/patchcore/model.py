@@ -140,7 +140,7 @@ def reweighted_image_score(
     ``N_b(m*)`` = the ``neighbours`` bank entries nearest to ``m*`` (``m*`` itself included, at distance 0);
     ``s = (1 - exp(||m_test* - m*||) / sum_{m in N_b(m*)} exp(||m_test* - m||)) * s*``, computed as
     ``(1 - softmax(distances)[m*]) * s*`` (stable for large distances). Returns (b,) float32.
-    ``neighbours`` is capped at M; with M = 1 the weight is 0 (the single entry is its own neighbourhood).
+    ``neighbours`` (>= 2) is capped at M (M >= 2; with one entry in N_b(m*) the weight would always be 0).
     """
     b, t, d = patch_features.shape
     k = min(int(neighbours), bank.shape[0])
