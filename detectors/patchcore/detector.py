@@ -29,7 +29,8 @@ Differences from the paper and its official code (amazon-science/patchcore-inspe
   projections"; the official code uses an untrained torch Linear layer). The first coreset element is drawn
   from ``seed`` (Algorithm 1 leaves it open).
 - Two passes over the training images (features recomputed for the chosen patches) instead of holding all
-  features: the memory bound. The backbone is frozen and deterministic, so both passes see the same numbers.
+  features: the memory bound. The backbone is frozen, so both passes see the same numbers (on the CPU bit for
+  bit; on a GPU non-deterministic kernels may change the last bits: the bank holds pass 2's features).
 - Eq. 7's b (``neighbours``): the paper's text gives no value; 9 here. N_b(m*) includes m* itself.
 - Exact nearest neighbours by chunked matrix products (the paper uses faiss).
 - Image score = eq. 7 on the raw patch distances (as the paper); the map is the upsampled, blurred patch
