@@ -159,7 +159,9 @@ class PatchCore(Detector):
             feats = self._features(batch)
             if projected is None:
                 per_image = feats.shape[1] * feats.shape[2]
-                projected = torch.empty(cfg.projection_dim, n * per_image, device=self.device)
+                # zeros, not empty: the whole buffer is resident from the first batch on (the peak shows at
+                # once, not when the last column is written)
+                projected = torch.zeros(cfg.projection_dim, n * per_image, device=self.device)
             flat = feats.reshape(-1, d)
             self._check_finite(flat, images.batch_name(idx))
             start = idx[0] * per_image
@@ -193,7 +195,7 @@ class PatchCore(Detector):
 
         # ---- pass 2: the chosen patches' full features
         t0 = time.perf_counter()
-        bank = torch.empty(n_bank, d, device=self.device)
+        bank = torch.zeros(n_bank, d, device=self.device)
         for idx in chunks:
             lo = idx[0] * per_image
             hi = lo + len(idx) * per_image
