@@ -69,6 +69,10 @@ class PatchCoreConfig(DetectorConfig):
     the paper's is ``wide_resnet50_2``.
     """
 
+    inference_batch_size: int = Field(
+        4, ge=1, description="images per forward pass in both fit passes and in predict (4, not the base's 16: "
+        "it keeps fit on 1,000 images at 256 px under 2 GB, see benchmarks/bench_patchcore_memory.py)"
+    )
     layers: list[int] = Field(default_factory=lambda: [2, 3], min_length=1, description="timm out_indices")
     patch_size: int = Field(3, ge=1, le=9, description="neighbourhood p of the locally aware patch features")
     pretrain_dim: int = Field(1024, ge=1, description="per-layer adaptive-average-pooled feature length")
