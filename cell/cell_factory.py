@@ -142,7 +142,7 @@ class CampaignFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = ""
-    plan: PlanConfig = Field(default_factory=PlanConfig)
+    plan: PlanConfig = Field(description="the pose plan (required: a file without one is a mistake, not a default)")
 
 
 def load_cell_config(path: str | Path) -> CellConfig:
