@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
+
 import click
 from rich.console import Console
 from rich.table import Table
@@ -80,8 +82,8 @@ def info(dataset: Path, as_json: bool) -> None:
 @click.option("--mvtec", "out_dir", type=click.Path(path_type=Path), required=True,
               help="output folder of the MVTec AD layout (must not exist unless --overwrite)")
 @click.option("--campaign", "campaigns", multiple=True, help="export only these campaigns (repeatable)")
-@click.option("--test-fraction", type=float, default=0.2, show_default=True,
-              help="share of good parts held out for test/good (split by part)")
+@click.option("--test-fraction", type=float, default=None,
+              help="share of good parts held out for test/good (split by part; default 0.2)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the good-part split")
 @click.option("--train-campaign", "train_campaigns", multiple=True,
               help="split by campaign instead: good parts of these campaigns train, the others test")
@@ -90,7 +92,7 @@ def export(
     dataset: Path,
     out_dir: Path,
     campaigns: tuple[str, ...],
-    test_fraction: float,
+    test_fraction: Optional[float],
     seed: int,
     train_campaigns: tuple[str, ...],
     overwrite: bool,
@@ -100,6 +102,10 @@ def export(
     <defect> is a mask's one region type, or "combined" when its regions have several types (their type
     maps go to region_types/, their types to export.json).
     """
+    if train_campaigns and test_fraction is not None:
+        raise click.UsageError("--test-fraction and --train-campaign exclude each other (the split is by "
+                               "campaign with --train-campaign, by part with --test-fraction)")
+    test_fraction = 0.2 if test_fraction is None else test_fraction
     with CaptureStore(dataset) as store:
         report = store.export_mvtec(
             out_dir,

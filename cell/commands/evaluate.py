@@ -29,9 +29,10 @@ def command(model_dir: Path, data: Path, out: Path, campaigns: tuple[str, ...], 
     from rich.console import Console
     from rich.table import Table
 
-    from cell.evaluation import evaluate_model
+    from cell.evaluation import check_report_folder, evaluate_model
     from cell.progress import progress_callback
 
+    check_report_folder(out)  # before the progress display, so a refusal is the only line
     console = Console(stderr=True)
     with progress_callback("scoring", console) as progress:
         metrics = evaluate_model(model_dir, data, out, campaigns=campaigns or None, progress=progress, device=device)

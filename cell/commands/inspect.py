@@ -26,7 +26,7 @@ from cell.errors import CellError
 from cell.inspection import InspectConfig, InspectionSummary, PartResult, run_inspection
 from cell.local_http import check_bind_host
 from cell.signals import LineJob, LineSignals, build_sinks, parse_signal_kinds
-from cell.training import load_trained_model
+from cell.training import load_trained_model, manual_threshold
 
 EXIT_PART_ERRORS = 3
 
@@ -200,6 +200,8 @@ def command(cell_path: Path, campaign_path: Path, model_dir: Path, store_path: P
             device: str) -> int:
     """Inspect new parts: OK / NOK / error per part, recorded in the store and signalled to the line."""
     console = Console()
+    if threshold is not None:
+        manual_threshold(threshold)  # NaN / inf: refused before anything is loaded or created
     line = LineOptions(signals=parse_signal_kinds(signal_kinds), serve=serve, host=host, port=port,
                        allow_remote=allow_remote)
     summary = inspect_on_cell(

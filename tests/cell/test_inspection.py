@@ -143,3 +143,15 @@ def test_cell_inspect_takes_camera_timeout_and_retries_from_the_cell_file(tmp_pa
         threshold_override=1.0, console=Console(file=open(tmp_path / "log.txt", "w")),
     )
     assert seen["camera_retries"] == 0 and seen["capture_timeout_s"] == 0.7 and seen["on_error"] == "stop"
+
+
+def test_reusing_a_finished_inspections_name_is_refused_and_leaves_it_completed(tmp_path):
+    # Issue 17 item 5: the second run used to flip the completed campaign back to `running`, then fail.
+    from cell.errors import CampaignError
+
+    run(tmp_path, parts=1, threshold=1e9)
+    with pytest.raises(CampaignError, match=r"campaign 'line' already exists .*\(completed\): choose another --name"):
+        run(tmp_path, parts=1, threshold=1e9)
+    with CaptureStore(tmp_path / "store") as store:
+        status = store.campaign_status("line")
+    assert status.status == "completed" and status.n_parts == 1

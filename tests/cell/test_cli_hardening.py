@@ -1,0 +1,91 @@
+"""Issue 17: bad command-line input is one `error:` line, exit 2, and nothing is created or overwritten."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cell.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+SIM_CELL = REPO / "configs" / "cells" / "sim.yaml"
+DEMO_CAMPAIGN = REPO / "configs" / "campaigns" / "demo.yaml"
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def inspect_argv(tmp_path: Path, *extra: str) -> list[str]:
+    return ["inspect", "--cell", str(SIM_CELL), "--campaign", str(DEMO_CAMPAIGN), "--model", str(tmp_path / "model"),
+            "--store", str(tmp_path / "store"), "--parts", "1", *extra]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "1e999"])
+def test_a_non_finite_manual_threshold_is_refused_before_anything_is_created(tmp_path, capsys, value):
+    # Item 1: NaN passed every defective part as OK ("score 1.9 <= threshold nan"), inf passed all, -inf none.
+    assert main(inspect_argv(tmp_path, "--threshold", value)) == 2
+    line = one_error_line(capsys)
+    assert "--threshold" in line and "must be a finite number" in line
+    assert not (tmp_path / "store").exists()
+
+
+def test_manual_threshold_goes_through_the_stored_thresholds_check():
+    from cell.errors import CellError
+    from cell.training import manual_threshold
+
+    assert manual_threshold(0.5).value == 0.5 and manual_threshold(0.5).policy == "manual"
+    for bad in (float("nan"), float("inf"), float("-inf"), "abc", None):
+        with pytest.raises(CellError, match="--threshold"):
+            manual_threshold(bad)
+
+
+def test_digital_output_on_the_simulated_cell_leaves_no_store(tmp_path, capsys):
+    # Item 8: the refusal must come before the store is created.
+    assert main(inspect_argv(tmp_path, "--signal", "digital_output")) == 2
+    assert "digital_output" in one_error_line(capsys)
+    assert not (tmp_path / "store").exists()
+
+
+def test_eval_refuses_an_unrelated_non_empty_out_folder(tmp_path, capsys):
+    # Item 13: train and export refuse such a folder; eval overwrote its metrics.json.
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "metrics.json").write_text("precious", encoding="utf-8")
+    argv = ["eval", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data"), "--out", str(out)]
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert str(out) in line and "not a previous `cell eval` report" in line
+    assert (out / "metrics.json").read_text(encoding="utf-8") == "precious"
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_eval_may_write_into_an_empty_folder_or_over_its_own_report(tmp_path):
+    from cell.errors import CellError
+    from cell.evaluation import REPORT_MARKER, check_report_folder
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    check_report_folder(empty)
+    check_report_folder(tmp_path / "new")
+    (empty / "metrics.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(CellError):
+        check_report_folder(empty)
+    (empty / REPORT_MARKER).write_text("", encoding="utf-8")
+    check_report_folder(empty)
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    with pytest.raises(CellError, match="not a folder"):
+        check_report_folder(tmp_path / "file")
+
+
+def test_export_refuses_test_fraction_with_train_campaign(tmp_path, capsys):
+    # Item 13: --test-fraction was silently ignored when the split is by campaign.
+    argv = ["dataset", "export", str(tmp_path / "ds"), "--mvtec", str(tmp_path / "out"), "--train-campaign", "a",
+            "--test-fraction", "0.5"]
+    assert main(argv) == 2
+    assert "--test-fraction and --train-campaign exclude each other" in one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
