@@ -116,7 +116,7 @@ def command(
     cell = load_cell(cell_path, seed=seed, defect_rate=defect_rate, calibration=calibration)
     campaign_file = load_campaign_file(campaign_path)
     name = name or campaign_path.stem
-    plan = cell.plan(campaign_file.plan)
+    plan = cell.plan(campaign_file.plan, source=str(campaign_path))
     console = Console()
     progress_console = Console(stderr=True)
     with CaptureStore(out_dir, create=True) as store, cell:

@@ -89,3 +89,19 @@ def test_export_refuses_test_fraction_with_train_campaign(tmp_path, capsys):
     assert main(argv) == 2
     assert "--test-fraction and --train-campaign exclude each other" in one_error_line(capsys)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("size,needle", [
+    ("[100, 100]", "plan.part_size_m = [100, 100] m"),
+    ("[2, 2]", "refused before any motion: pose r0c0s0"),
+])
+def test_capture_of_an_oversized_part_is_refused_at_once_and_creates_nothing(tmp_path, capsys, size, needle):
+    # Item 11: [100, 100] used to build millions of poses before the envelope check (a silent hang).
+    campaign = tmp_path / "big.yaml"
+    campaign.write_text(f"plan:\n  part_size_m: {size}\n", encoding="utf-8")
+    argv = ["capture", "--cell", str(SIM_CELL), "--campaign", str(campaign), "--parts", "1",
+            "--out", str(tmp_path / "store")]
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: {campaign}: ") and needle in line
+    assert not (tmp_path / "store").exists()
