@@ -17,10 +17,13 @@ retries it. Any other camera error (lost device) or store error (full disk) stop
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 from rich.console import Console
@@ -37,7 +40,7 @@ from acquisition.errors import (
 )
 from acquisition.robot import Robot
 from acquisition.store import CaptureStore
-from cell.errors import CampaignError
+from cell.errors import CampaignError, CampaignInterrupted
 
 #: on_new_part(part_id) -> the part's true label ("good" / "defective") when known (simulation), else None.
 NewPartHook = Callable[[str], Optional[str]]
@@ -170,6 +173,39 @@ class RichCampaignProgress:
         self._progress.stop()
 
 
+class SignalInterrupt(KeyboardInterrupt):
+    """Raised in the main thread by :func:`interrupt_on_signals` when SIGTERM or SIGINT arrives; ``signum``
+    says which (a plain KeyboardInterrupt counts as SIGINT)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def interrupt_on_signals(signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """While the block runs, the first SIGTERM or SIGINT raises :class:`SignalInterrupt` in the main thread,
+    so that :func:`run_campaign` closes the campaign as ``interrupted`` (the default SIGTERM would end the
+    process with the campaign left ``running``); a second signal while it closes is ignored, so closing is
+    not cut short. Outside the main thread (where Python cannot install handlers) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise SignalInterrupt(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 def part_ids(campaign: str, parts: int, part_id_format: str = "{campaign}-{index:04d}") -> list[str]:
     """The campaign's part ids, ``index`` counting from 1 (deterministic, so resume finds the same parts)."""
     try:
@@ -291,9 +327,11 @@ def run_campaign(
     if progress is not None:
         progress.start(campaign, parts, len(plan))
     stop_error: Optional[BaseException] = None
-    interrupted = False
+    interrupted: Optional[int] = None  # the signal number when interrupted
+    current_part = ids[0]
     try:
         for index, part_id in enumerate(ids):
+            current_part = part_id
             if progress is not None:
                 progress.part_started(part_id, index)
             todo = [p for p in plan if (part_id, p.pose_id) not in done]
@@ -322,8 +360,8 @@ def run_campaign(
                     progress.pose_done(part_id, planned.pose_id, outcome)
     except (RobotError, CameraError, StoreError) as exc:
         stop_error = exc
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:
+        interrupted = getattr(exc, "signum", signal.SIGINT)
     finally:
         if progress is not None:
             progress.stop()
@@ -335,9 +373,9 @@ def run_campaign(
     if stop_error is not None:
         summary.status = "failed"
         summary.error = f"{type(stop_error).__name__}: {stop_error}"
-    elif interrupted:
+    elif interrupted is not None:
         summary.status = "interrupted"
-        summary.error = "interrupted by the operator"
+        summary.error = f"interrupted by {signal.Signals(interrupted).name}"
     else:
         summary.status = "incomplete" if summary.failed_poses else "completed"
     summary.captures_in_store = len(store.captured_keys(campaign))
@@ -346,8 +384,14 @@ def run_campaign(
         summary.summary_path = str(store.finish_campaign(campaign, summary.status, summary.to_dict()))
     except StoreError as exc:
         summary_note = f" (the summary could not be written: {exc})"
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        where = summary.stopped_at or {"part_id": current_part}
+        at = f"part {where['part_id']}" + (f" pose {where['pose_id']}" if "pose_id" in where else "")
+        raise CampaignInterrupted(
+            f"campaign {campaign!r} {summary.error} at {at}: {summary.captures_in_store} of "
+            f"{summary.captures_expected} captures are stored in {store.root}; run again with --resume to "
+            f"continue{summary_note}", signum=int(interrupted),
+        )
     if stop_error is not None:
         where = summary.stopped_at or {}
         raise CampaignError(

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except CampaignInterrupted as exc:
         click.echo(error_line(exc), err=True)
-        return EXIT_INTERRUPTED
+        return 128 + exc.signum
     except USER_ERRORS as exc:
         click.echo(error_line(exc), err=True)
         return 2

@@ -19,7 +19,12 @@ class CampaignError(CellError):
 
 
 class CampaignInterrupted(CampaignError):
-    """A campaign was stopped by Ctrl+C or SIGTERM; it was closed as ``interrupted`` (``--resume`` continues)."""
+    """A campaign was stopped by Ctrl+C or SIGTERM; it was closed as ``interrupted`` (``--resume`` continues).
+    ``signum``: the signal (the CLI exits with 128 + signum, as a shell reports a signal)."""
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 class LineStopped(CellError):
