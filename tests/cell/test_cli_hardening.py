@@ -105,3 +105,21 @@ def test_capture_of_an_oversized_part_is_refused_at_once_and_creates_nothing(tmp
     line = one_error_line(capsys)
     assert line.startswith(f"error: {campaign}: ") and needle in line
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("name", ["board.pdf", "board.png"])
+def test_files_the_cli_writes_follow_the_umask(tmp_path, name):
+    # Item 17: under umask 022 every file the CLI writes is 0644 (board.pdf and calibration files were 0600).
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    out = tmp_path / name
+    result = subprocess.run(
+        [sys.executable, "-m", "cell.cli", "calibrate", "board", "--out", str(out), "--dpi", "600"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+        preexec_fn=lambda: os.umask(0o022),
+    )
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
