@@ -61,10 +61,12 @@ class TrainConfig(BaseModel):
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
 
 
-def load_train_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
+def load_train_config(
+    path: str | Path, overrides: Optional[dict[str, Any]] = None, overrides_source: str = "--set"
+) -> TrainConfig:
     """Read a detector config file; ``overrides`` (``--set key=value``) update its ``config`` section. The
     detector config is validated here: a bad key or value of the file names the file, one of the overrides
-    names ``--set``."""
+    names ``overrides_source``."""
     data = read_yaml_mapping(path)
     train_config = validate_mapping(str(path), data, TrainConfig)
     try:
@@ -76,7 +78,7 @@ def load_train_config(path: str | Path, overrides: Optional[dict[str, Any]] = No
         try:
             validate_config(train_config.method, train_config.config)
         except detectors.DetectorError as exc:
-            raise ConfigFileError(f"--set: {exc}") from None
+            raise ConfigFileError(f"{overrides_source}: {exc}") from None
     return train_config
 
 

@@ -90,7 +90,8 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
     campaign_path = _resolve(config_path, demo.campaign)
     detector_path = _resolve(config_path, demo.detector)
     # every config is read before anything runs, so a bad key fails at once
-    train_config = load_train_config(detector_path, {**demo.detector_overrides, **parse_overrides(overrides)})
+    train_config = load_train_config(detector_path, {**demo.detector_overrides, **parse_overrides(overrides)},
+                                     overrides_source=f"{config_path}: key 'detector_overrides' or --set")
     campaign_file = load_campaign_file(campaign_path)
     console = Console()
     err = Console(stderr=True)
