@@ -5,9 +5,9 @@ Every error names the file, the key (dotted path) and the bad value, e.g.::
     configs/cells/sim.yaml: key 'camera.exposure_us' = 'fast': Input should be a valid number
 
 Every YAML config file of the application (cell, campaign, detector, demo) is read by
-:func:`read_yaml_mapping`: safe YAML, a duplicate key is an error (never "the last one wins"), and a
-document that expands past :data:`MAX_YAML_VALUES` values through aliases (an "alias bomb") is refused
-before anything looks at it. Error messages quote values through :func:`quote`, which caps their length.
+:func:`read_yaml_mapping` through the project's one strict YAML reader, :mod:`calibration.yaml_io`
+(duplicate keys are errors, alias bombs and too deep nesting are refused before anything looks at them).
+Error messages quote values through :func:`quote`, which caps their length.
 """
 from __future__ import annotations
 
@@ -18,12 +18,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from calibration.yaml_io import YamlRefused, describe_yaml_error, load_yaml
 from cell.errors import ConfigFileError
 
 M = TypeVar("M", bound=BaseModel)
 
-#: The most values (scalars, lists, mappings) a config document may hold once its aliases are expanded.
-MAX_YAML_VALUES = 100_000
 #: The longest quotation of a value in an error message, characters.
 MAX_QUOTE = 80
 
@@ -44,76 +43,17 @@ def quote(value: Any, limit: int = MAX_QUOTE) -> str:
     return clip(_quoter.repr(value), limit)
 
 
-class _YamlTooLarge(yaml.YAMLError):
-    """A document that expands past MAX_YAML_VALUES values, or whose alias refers to itself."""
-
-
-class StrictYamlLoader(yaml.SafeLoader):
-    """:class:`yaml.SafeLoader` that refuses duplicate mapping keys and alias bombs."""
-
-    def compose_document(self) -> Any:
-        node = super().compose_document()
-        _expanded_size(node, {}, MAX_YAML_VALUES)
-        return node
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            first_line: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue  # `<<: *base`: keys written beside a merge override it, as YAML says
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    seen = key in first_line
-                except TypeError:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"a mapping key must be a plain value, got {quote(key)}", key_node.start_mark
-                    ) from None
-                if seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {quote(key)} (first at line {first_line[key] + 1})",
-                        key_node.start_mark,
-                    )
-                first_line[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep)
-
-
-StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, StrictYamlLoader.construct_mapping)
-
-
-def _expanded_size(node: Any, memo: dict[int, Any], limit: int) -> int:
-    """How many values ``node`` holds with every alias expanded; raises _YamlTooLarge past ``limit``."""
-    key = id(node)
-    if key in memo:
-        if memo[key] is None:
-            raise _YamlTooLarge("an alias refers to the value that contains it")
-        return memo[key]
-    memo[key] = None
-    size = 1
-    if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(child, memo, limit) for child in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size += sum(_expanded_size(k, memo, limit) + _expanded_size(v, memo, limit) for k, v in node.value)
-    if size > limit:
-        raise _YamlTooLarge(f"the document expands to more than {limit} values (aliases)")
-    memo[key] = size
-    return size
-
-
 def parse_yaml(text: str, source: str) -> Any:
-    """Parse YAML ``text`` with :class:`StrictYamlLoader`; any problem -> one-line ConfigFileError naming
-    ``source`` (and the line and column when known)."""
+    """Parse YAML ``text`` with the project's strict reader (:func:`calibration.yaml_io.load_yaml`: duplicate
+    keys, alias bombs and too deep nesting refused); any problem -> one-line ConfigFileError naming ``source``
+    (and the line and column when known)."""
     try:
-        return yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 (a SafeLoader subclass)
-    except _YamlTooLarge as exc:
-        raise ConfigFileError(f"{source}: refused YAML: {exc}") from None
+        return load_yaml(text)
+    except YamlRefused as exc:
+        raise ConfigFileError(f"{source}: refused YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigFileError(f"{source}: malformed YAML{where}: {' '.join(str(problem).split())}") from None
-    except RecursionError:
-        raise ConfigFileError(f"{source}: refused YAML: nested too deeply") from None
+        what = describe_yaml_error(exc)
+        raise ConfigFileError(f"{source}: malformed YAML{' ' if what.startswith('at line') else ': '}{what}") from None
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -189,7 +129,7 @@ def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigFileError(f"--set {pair!r}: expected key=value")
         try:
-            overrides[key.strip()] = yaml.load(value, Loader=StrictYamlLoader)  # noqa: S506
-        except (yaml.YAMLError, RecursionError):
+            overrides[key.strip()] = load_yaml(value)
+        except yaml.YAMLError:
             raise ConfigFileError(f"--set {quote(pair)}: the value is not a valid YAML scalar") from None
     return overrides
