@@ -32,9 +32,8 @@ CONFIGS = REPO / "configs"
 SIM_CELL = CONFIGS / "cells" / "sim.yaml"
 DEMO_CAMPAIGN = CONFIGS / "campaigns" / "demo.yaml"
 
-PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                    derandomize=False)
-CLI_PROPERTY = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CLI_PROPERTY = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- the loaders and the valid files they are given ------------------------------------------------------
