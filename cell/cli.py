@@ -38,8 +38,9 @@ COMMAND_SUMMARIES: dict[str, str] = {
     "demo": "Capture, train, inspect and evaluate on the simulated cell.",
 }
 
-#: The longest error line the CLI prints (characters); a longer message is cut with a note of its length.
-MAX_ERROR_LINE = 400
+#: The longest error line the CLI prints (characters): a longer message keeps its start and its end (where the
+#: advice is) around a note of its length. Values inside messages are capped much shorter (cell.config.quote).
+MAX_ERROR_LINE = 2000
 
 
 class LazyGroup(click.Group):
@@ -79,10 +80,14 @@ def cli() -> None:
 
 
 def error_line(message: object) -> str:
-    """``error: <message>`` on one line: newlines folded, at most :data:`MAX_ERROR_LINE` characters."""
+    """``error: <message>`` on one line: newlines folded, at most :data:`MAX_ERROR_LINE` characters after
+    ``error: ``."""
     text = " ".join(str(message).split())
     if len(text) > MAX_ERROR_LINE:
-        text = f"{text[:MAX_ERROR_LINE - 40]}... ({len(text)} characters, cut)"
+        note = f" ... ({len(text)} characters, cut) ... "
+        head = (MAX_ERROR_LINE - len(note)) * 2 // 3
+        tail = MAX_ERROR_LINE - len(note) - head
+        text = text[:head] + note + text[-tail:]
     return f"error: {text}"
 
 

@@ -86,6 +86,8 @@ def test_usage_errors_are_one_error_line_with_exit_2(capsys) -> None:
 def test_error_line_folds_newlines_and_caps_its_length() -> None:
     from cell.cli import MAX_ERROR_LINE, error_line
 
-    line = error_line("first\nsecond " + "x" * 100_000)
+    line = error_line("first\nsecond " + "x" * 100_000 + " run again with --resume")
     assert line.startswith("error: first second ") and "\n" not in line
-    assert len(line) <= MAX_ERROR_LINE + len("error: ") and "100013 characters, cut" in line
+    assert len(line) == MAX_ERROR_LINE + len("error: ") and "(100037 characters, cut)" in line
+    assert line.endswith("x run again with --resume")  # the advice at the end survives the cut
+    assert error_line("short\n message") == "error: short message"
