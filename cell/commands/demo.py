@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import click
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from acquisition.store import CaptureStore
-from cell.campaign import RichCampaignProgress, run_campaign
+from cell.campaign import RichCampaignProgress, interrupt_on_signals, run_campaign
 from cell.cell_factory import Cell, build_cell, load_campaign_file, load_cell_config
 from cell.commands.capture import campaign_identity
 from cell.commands.inspect import inspect_on_cell, print_confusion
 from cell.config import load_config
-from cell.errors import CellError
+from cell.errors import CampaignInterrupted, CellError
 from cell.evaluation import evaluate_model
 from cell.inspection import InspectConfig
 from cell.progress import progress_callback
@@ -63,6 +64,16 @@ def demo_cell(demo: DemoConfig, cell_path: Path, seed: int, defect_rate: float) 
         )
         config = config.model_copy(update={"scene": scene})
     return build_cell(config, source=str(cell_path), seed=seed, defect_rate=defect_rate)
+
+
+@contextmanager
+def _demo_interrupts(out: Path) -> Iterator[None]:
+    """The demo has no --resume: an interrupted capture says so (the next run replaces the folder)."""
+    try:
+        yield
+    except CampaignInterrupted as exc:
+        raise CampaignInterrupted(f"demo interrupted during its capture; run `cell demo` again (it replaces {out})",
+                                  signum=exc.signum) from None
 
 
 def _resolve(config_path: Path, path: Path) -> Path:
@@ -107,7 +118,7 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
     console.rule(f"1/4 capture {good_parts} good parts")
     cell = demo_cell(demo, cell_path, seed=demo.seed, defect_rate=0.0)
     plan = cell.plan(campaign_file.plan)
-    with CaptureStore(store_path, create=True) as store, cell:
+    with CaptureStore(store_path, create=True) as store, cell, _demo_interrupts(out), interrupt_on_signals():
         summary = run_campaign(
             cell.robot, cell.camera, store, plan, good_parts, campaign="train", envelope=cell.envelope,
             speed=campaign_file.plan.speed, accel=campaign_file.plan.accel, on_new_part=cell.on_new_part,

@@ -123,3 +123,14 @@ def test_files_the_cli_writes_follow_the_umask(tmp_path, name):
     )
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_an_interrupted_demo_does_not_offer_a_resume_it_does_not_have(tmp_path):
+    from cell.commands.demo import _demo_interrupts
+    from cell.errors import CampaignInterrupted
+
+    with pytest.raises(CampaignInterrupted) as info:
+        with _demo_interrupts(tmp_path / "demo"):
+            raise CampaignInterrupted("campaign 'train' interrupted by SIGTERM ...; run again with --resume", signum=15)
+    assert info.value.signum == 15 and "--resume" not in str(info.value)
+    assert f"run `cell demo` again (it replaces {tmp_path / 'demo'})" in str(info.value)
