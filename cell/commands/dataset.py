@@ -77,6 +77,15 @@ def info(dataset: Path, as_json: bool) -> None:
         raise StoreError(f"{dataset}: {len(report.problems)} damaged file(s): {shown}")
 
 
+def _good_test_fraction(test_fraction: Optional[float], train_campaigns: tuple[str, ...]) -> float:
+    """``--test-fraction`` (default 0.2); with ``--train-campaign`` the split is by campaign, so giving both is
+    a usage error rather than a silently ignored option."""
+    if train_campaigns and test_fraction is not None:
+        raise click.UsageError("--test-fraction and --train-campaign exclude each other (the split is by "
+                               "campaign with --train-campaign, by part with --test-fraction)")
+    return 0.2 if test_fraction is None else test_fraction
+
+
 @command.command(name="export")
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--mvtec", "out_dir", type=click.Path(path_type=Path), required=True,
@@ -102,15 +111,11 @@ def export(
     <defect> is a mask's one region type, or "combined" when its regions have several types (their type
     maps go to region_types/, their types to export.json).
     """
-    if train_campaigns and test_fraction is not None:
-        raise click.UsageError("--test-fraction and --train-campaign exclude each other (the split is by "
-                               "campaign with --train-campaign, by part with --test-fraction)")
-    test_fraction = 0.2 if test_fraction is None else test_fraction
     with CaptureStore(dataset) as store:
         report = store.export_mvtec(
             out_dir,
             list(campaigns) if campaigns else None,
-            test_good_fraction=test_fraction,
+            test_good_fraction=_good_test_fraction(test_fraction, train_campaigns),
             seed=seed,
             train_campaigns=list(train_campaigns) if train_campaigns else None,
             overwrite=overwrite,

@@ -84,6 +84,9 @@ def test_eval_may_write_into_an_empty_folder_or_over_its_own_report(tmp_path):
 
 def test_export_refuses_test_fraction_with_train_campaign(tmp_path, capsys):
     # Item 13: --test-fraction was silently ignored when the split is by campaign.
+    from acquisition.store import CaptureStore
+
+    CaptureStore(tmp_path / "ds", create=True).close()
     argv = ["dataset", "export", str(tmp_path / "ds"), "--mvtec", str(tmp_path / "out"), "--train-campaign", "a",
             "--test-fraction", "0.5"]
     assert main(argv) == 2
