@@ -14,6 +14,10 @@ and :class:`CampaignError` says what happened and how to resume. A pose whose ca
 or that the robot refuses without moving (unreachable, outside the envelope along the path), is recorded
 as failed (never silently skipped) and the campaign goes on; the summary lists it and ``--resume``
 retries it. Any other camera error (lost device) or store error (full disk) stops the campaign.
+
+Ctrl+C (and SIGTERM inside :func:`interrupt_on_signals`, as ``cell capture`` runs it) stops the campaign the
+same clean way with status ``interrupted``: :class:`~cell.errors.CampaignInterrupted` names the signal, where
+it stopped and ``--resume``.
 """
 from __future__ import annotations
 
