@@ -330,9 +330,10 @@ def run_campaign(
     s0 = sim_clock() if sim_clock is not None else None
     if progress is not None:
         progress.start(campaign, parts, len(plan))
-    stop_error: Optional[BaseException] = None
-    interrupted: Optional[int] = None  # the signal number when interrupted
+    signum = signal.SIGINT  # the signal that interrupted the campaign (SignalInterrupt says which; else Ctrl+C)
     current_part = ids[0]
+    stop_error: Optional[BaseException] = None
+    interrupted = False
     try:
         for index, part_id in enumerate(ids):
             current_part = part_id
@@ -365,7 +366,8 @@ def run_campaign(
     except (RobotError, CameraError, StoreError) as exc:
         stop_error = exc
     except KeyboardInterrupt as exc:
-        interrupted = getattr(exc, "signum", signal.SIGINT)
+        interrupted = True
+        signum = getattr(exc, "signum", signal.SIGINT)
     finally:
         if progress is not None:
             progress.stop()
@@ -377,9 +379,9 @@ def run_campaign(
     if stop_error is not None:
         summary.status = "failed"
         summary.error = f"{type(stop_error).__name__}: {stop_error}"
-    elif interrupted is not None:
+    elif interrupted:
         summary.status = "interrupted"
-        summary.error = f"interrupted by {signal.Signals(interrupted).name}"
+        summary.error = f"interrupted by {signal.Signals(signum).name}"
     else:
         summary.status = "incomplete" if summary.failed_poses else "completed"
     summary.captures_in_store = len(store.captured_keys(campaign))
@@ -388,13 +390,13 @@ def run_campaign(
         summary.summary_path = str(store.finish_campaign(campaign, summary.status, summary.to_dict()))
     except StoreError as exc:
         summary_note = f" (the summary could not be written: {exc})"
-    if interrupted is not None:
+    if interrupted:
         where = summary.stopped_at or {"part_id": current_part}
         at = f"part {where['part_id']}" + (f" pose {where['pose_id']}" if "pose_id" in where else "")
         raise CampaignInterrupted(
             f"campaign {campaign!r} {summary.error} at {at}: {summary.captures_in_store} of "
             f"{summary.captures_expected} captures are stored in {store.root}; run again with --resume to "
-            f"continue{summary_note}", signum=int(interrupted),
+            f"continue{summary_note}", signum=int(signum),
         )
     if stop_error is not None:
         where = summary.stopped_at or {}
