@@ -14,10 +14,6 @@ and :class:`CampaignError` says what happened and how to resume. A pose whose ca
 or that the robot refuses without moving (unreachable, outside the envelope along the path), is recorded
 as failed (never silently skipped) and the campaign goes on; the summary lists it and ``--resume``
 retries it. Any other camera error (lost device) or store error (full disk) stops the campaign.
-
-Ctrl+C (and SIGTERM inside :func:`interrupt_on_signals`, as ``cell capture`` runs it) stops the campaign the
-same clean way with status ``interrupted``: :class:`~cell.errors.CampaignInterrupted` names the signal, where
-it stopped and ``--resume``.
 """
 from __future__ import annotations
 
@@ -44,7 +40,7 @@ from acquisition.errors import (
 )
 from acquisition.robot import Robot
 from acquisition.store import CaptureStore
-from cell.errors import CampaignError, CampaignInterrupted
+from cell.errors import CampaignError
 
 #: on_new_part(part_id) -> the part's true label ("good" / "defective") when known (simulation), else None.
 NewPartHook = Callable[[str], Optional[str]]
@@ -294,7 +290,10 @@ def run_campaign(
     elapsed time is reported as ``sim_s``.
 
     Returns the run's :class:`CampaignSummary` (also written to ``campaigns/<name>/summary.json`` in the
-    store). A fault that stops the campaign raises CampaignError after the summary is written.
+    store). A fault that stops the campaign raises CampaignError after the summary is written. Ctrl+C (and
+    SIGTERM inside :func:`interrupt_on_signals`, as ``cell capture`` runs it) stops it the same clean way with
+    status ``interrupted``: :class:`~cell.errors.CampaignInterrupted` names the signal, where it stopped and
+    ``--resume``.
     """
     if parts < 1:
         raise CampaignError(f"parts = {parts}: a campaign needs at least one part")
@@ -391,6 +390,8 @@ def run_campaign(
     except StoreError as exc:
         summary_note = f" (the summary could not be written: {exc})"
     if interrupted:
+        from cell.errors import CampaignInterrupted  # (here, not at the top: keeps this edit apart from others')
+
         where = summary.stopped_at or {"part_id": current_part}
         at = f"part {where['part_id']}" + (f" pose {where['pose_id']}" if "pose_id" in where else "")
         raise CampaignInterrupted(
