@@ -390,7 +390,7 @@ def run_campaign(
     except StoreError as exc:
         summary_note = f" (the summary could not be written: {exc})"
     if interrupted:
-        from cell.errors import CampaignInterrupted  # (here, not at the top: keeps this edit apart from others')
+        from cell.errors import CampaignInterrupted
 
         where = summary.stopped_at or {"part_id": current_part}
         at = f"part {where['part_id']}" + (f" pose {where['pose_id']}" if "pose_id" in where else "")
