@@ -92,8 +92,8 @@ def evaluate_model(
     """Score the test split of ``data`` with the model in ``model_dir``; write ``out``/metrics.json,
     scores.csv, roc.png, overlays/*.png and report.html. Returns the metrics dict.
     ``device``: where the model runs (``auto``, ``cpu``, ``cuda[:N]``), whatever it was trained on."""
+    check_report_folder(Path(out))
     model_dir, out = Path(model_dir), Path(out)
-    check_report_folder(out)
     model = load_trained_model(model_dir, device=device)
     detector, spec, threshold = model.detector, model.spec, model.threshold
     image_size = int(detector.config.image_size)

@@ -253,15 +253,6 @@ def load_threshold(model_dir: str | Path) -> ThresholdDecision:
         raise CellError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
-def manual_threshold(value: Any, source: str = "--threshold") -> ThresholdDecision:
-    """A threshold given by hand (``--threshold``), checked as a stored one is (:meth:`ThresholdDecision.from_dict`):
-    NaN or an infinity would pass (or fail) every part, so it is a :class:`CellError` naming ``source``."""
-    try:
-        return ThresholdDecision.from_dict({"value": value, "policy": "manual"})
-    except detectors.DetectorError:
-        raise CellError(f"{source} = {value!r}: must be a finite number (a score above it is NOK)") from None
-
-
 @dataclass(frozen=True)
 class TrainedModel:
     """A model directory written by :func:`train_model`, loaded for scoring: the detector (on its device),
@@ -284,5 +275,8 @@ def load_trained_model(
     directory = Path(model_dir)
     detector = load_detector(directory, device=device)
     spec = InputSpec.load(directory)
-    threshold = manual_threshold(threshold_override) if threshold_override is not None else load_threshold(directory)
+    threshold = (
+        ThresholdDecision(value=float(threshold_override), policy="manual")
+        if threshold_override is not None else load_threshold(directory)
+    )
     return TrainedModel(directory, detector, spec, threshold)
