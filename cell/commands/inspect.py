@@ -22,6 +22,7 @@ from rich.console import Console
 
 from acquisition.store import CaptureStore
 from cell.cell_factory import Cell, load_campaign_file, load_cell
+from cell.commands.options import finite_threshold
 from cell.errors import CellError
 from cell.inspection import InspectConfig, InspectionSummary, PartResult, run_inspection
 from cell.local_http import check_bind_host
@@ -180,7 +181,8 @@ def inspect_on_cell(
 @click.option("--name", default=None, help="inspection campaign name (default inspect-<date-time>)")
 @click.option("--on-error", type=click.Choice(["continue", "stop"]), default="continue",
               help="after a part ends in error: recover and go on, or stop")
-@click.option("--threshold", type=float, default=None, help="override the model's threshold (policy manual)")
+@click.option("--threshold", type=float, default=None, callback=finite_threshold,
+              help="override the model's threshold (policy manual; a finite number)")
 @click.option("--defect-rate", type=float, default=None, help="simulated cell: share of defective parts")
 @click.option("--seed", type=int, default=None, help="simulated cell: override the seed")
 @click.option("--signal", "signal_kinds", default="none", show_default=True,
