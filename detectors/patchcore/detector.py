@@ -71,7 +71,7 @@ class PatchCoreConfig(DetectorConfig):
 
     inference_batch_size: int = Field(
         4, ge=1, description="images per forward pass in both fit passes and in predict (4, not the base's 16: "
-        "it keeps fit on 1,000 images at 256 px under 2 GB, see benchmarks/bench_patchcore_memory.py)"
+        "smaller per-batch temporaries in fit; measured peaks in the README, benchmarks/bench_patchcore_memory.py)"
     )
     layers: list[int] = Field(default_factory=lambda: [2, 3], min_length=1, description="timm out_indices")
     patch_size: int = Field(3, ge=1, le=9, description="neighbourhood p of the locally aware patch features")
