@@ -30,7 +30,7 @@ test: $(STAMP)
 
 # The cell's CPU benchmarks (results in benchmarks/results/); the detector benchmark needs a dataset and
 # is run per method: python -m benchmarks.bench_detectors --method M --dataset ../shared/data/bottle
-CELL_BENCHMARKS = render store robot calibration hardware labelling signals
+CELL_BENCHMARKS = render store robot calibration hardware labelling signals cli
 
 benchmark: $(STAMP)
 	set -e; for b in $(CELL_BENCHMARKS); do echo "== bench_$$b"; $(BIN)/python -m benchmarks.bench_$$b; done

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -31,6 +31,16 @@ from calibration.transforms import Transform
 
 #: The camera looking straight down in the part frame: x along part x, y along part -y, z along part -z.
 _R_PART_CAM_DOWN = np.diag([1.0, -1.0, -1.0])
+
+#: The most poses one plan may have (per part). The reference campaign has 75; a plan past this is a mistake
+#: (a size typed in millimetres, a tiny footprint) and is refused before a single pose is built.
+MAX_PLAN_POSES = 5000
+
+
+class PoseChecker(Protocol):
+    """What :func:`make_plan` needs of :class:`acquisition.envelope.SafetyEnvelope` to check poses as it goes."""
+
+    def check_pose(self, pose: np.ndarray, label: str = "") -> None: ...
 
 
 class PlanConfig(BaseModel):
@@ -161,16 +171,24 @@ def camera_pose_to_tcp_pose(
     return tcp.to_pose()
 
 
-def grid_centres(extent: float, footprint: float, overlap: float) -> np.ndarray:
-    """Centres (n,) along one axis, symmetric about 0, so footprints cover ``extent`` with >= ``overlap``.
+def grid_count(extent: float, footprint: float, overlap: float) -> int:
+    """How many centres :func:`grid_centres` places along one axis (computed without building them).
 
     ``n = 1`` when one footprint covers the extent; otherwise the smallest n whose even spacing
     ``(extent - footprint) / (n - 1)`` is at most ``footprint * (1 - overlap)``.
     """
     if extent <= footprint:
-        return np.zeros(1)
+        return 1
     step = footprint * (1.0 - overlap)
-    n = int(math.ceil((extent - footprint) / step - 1e-9)) + 1
+    return int(math.ceil((extent - footprint) / step - 1e-9)) + 1
+
+
+def grid_centres(extent: float, footprint: float, overlap: float) -> np.ndarray:
+    """Centres (n,) along one axis, symmetric about 0, so footprints cover ``extent`` with >= ``overlap``
+    (``n`` as :func:`grid_count` says)."""
+    n = grid_count(extent, footprint, overlap)
+    if n == 1:
+        return np.zeros(1)
     half = (extent - footprint) / 2.0
     return np.linspace(-half, half, n)
 
@@ -198,6 +216,8 @@ def make_plan(
     part_size: tuple[float, float] | None = None,
     T_flange_cam: Transform | None = None,
     T_flange_tcp: Transform | None = None,
+    envelope: PoseChecker | None = None,
+    max_poses: int = MAX_PLAN_POSES,
 ) -> list[PlannedPose]:
     """The serpentine raster of planned poses over the part, in visiting order.
 
@@ -206,7 +226,10 @@ def make_plan(
     None = the config's ``footprint_m``. ``part_size``: (w, h) m overriding ``part_size_m`` (e.g. a
     scene part's ``size_m``). ``T_flange_cam`` (with the robot's ``T_flange_tcp``, None = TCP at the
     flange): aim the camera rather than the TCP; without it the camera is taken to sit at the TCP.
-    Raises :class:`ConfigError` when no footprint is known.
+    ``envelope``: each TCP pose is checked (``check_pose``, raising its
+    :class:`~acquisition.errors.EnvelopeViolation`) as it is generated, so a plan that leaves the workspace
+    fails at its first bad pose. Raises :class:`ConfigError` when no footprint is known or when the plan
+    would have more than ``max_poses`` poses (counted before any pose is built).
     """
     if part_frame is None:
         T_base_part = Transform.from_pose(config.part_center_pose)
@@ -230,8 +253,17 @@ def make_plan(
     yaw = math.radians(config.yaw_deg)
     quarter = abs(round(config.yaw_deg / 90.0)) % 2 == 1
     along_x, along_y = (fp_h, fp_w) if quarter else (fp_w, fp_h)
-    xs = grid_centres(size_w + 2 * config.margin_m, along_x, config.overlap)
-    ys = grid_centres(size_h + 2 * config.margin_m, along_y, config.overlap)
+    extent_x, extent_y = size_w + 2 * config.margin_m, size_h + 2 * config.margin_m
+    n_x, n_y = grid_count(extent_x, along_x, config.overlap), grid_count(extent_y, along_y, config.overlap)
+    n_poses = n_x * n_y * config.shots_per_point
+    if n_poses > max_poses:
+        raise ConfigError(
+            f"plan.part_size_m = [{size_w:g}, {size_h:g}] m with a footprint of {fp_w:.3g} x {fp_h:.3g} m needs "
+            f"{n_x} x {n_y} grid points x {config.shots_per_point} shots = {n_poses} poses, more than {max_poses}; "
+            "sizes are in metres"
+        )
+    xs = grid_centres(extent_x, along_x, config.overlap)
+    ys = grid_centres(extent_y, along_y, config.overlap)
 
     R_down = Transform.from_rt(np.array([0.0, 0.0, yaw]), np.zeros(3)).rotation @ _R_PART_CAM_DOWN
     shots = _shot_offsets(config)
@@ -247,6 +279,8 @@ def make_plan(
                     tcp = T_base_cam.to_pose()  # the camera sits at the TCP
                 else:
                     tcp = camera_pose_to_tcp_pose(T_base_cam, T_flange_cam, T_flange_tcp)
+                if envelope is not None:
+                    envelope.check_pose(tcp, label=f"r{row}c{col}s{shot}")
                 plan.append(
                     PlannedPose(
                         pose_id=f"r{row}c{col}s{shot}",

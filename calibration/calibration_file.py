@@ -31,6 +31,7 @@ from calibration._atomic import atomic_write
 from calibration.camera_model import CameraModel
 from calibration.errors import CalibrationFileError
 from calibration.transforms import Transform
+from calibration.yaml_io import describe_yaml_error, load_yaml
 
 #: The format this code writes and reads. Older or newer files are refused.
 FORMAT_VERSION = 1
@@ -133,10 +134,12 @@ def load_calibration(path: str | Path, expected_serial: str | None = None) -> Ca
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CalibrationFileError(f"{path}: calibration file not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        raise CalibrationFileError(f"{path}: cannot read calibration file: {describe_yaml_error(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise CalibrationFileError(f"{path}: cannot read calibration file: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise CalibrationFileError(f"{path}: not a calibration file (expected a mapping of keys)")

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from calibration.errors import CalibrationError, CalibrationFileError
+from calibration.yaml_io import describe_yaml_error, load_yaml
 
 #: Number of markers in each OpenCV predefined dictionary, by its name suffix.
 _DICTIONARY_SIZES = {"50": 50, "100": 100, "250": 250, "1000": 1000}
@@ -139,10 +140,12 @@ def load_board_spec(path: str | Path) -> CharucoBoardSpec:
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CalibrationFileError(f"{path}: board spec file not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        raise CalibrationFileError(f"{path}: cannot read board spec: {describe_yaml_error(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise CalibrationFileError(f"{path}: cannot read board spec: {str(exc).splitlines()[0]}") from None
     if isinstance(data, dict) and "board" in data:
         data = data["board"]

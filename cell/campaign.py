@@ -24,10 +24,13 @@ again. ``pipeline_depth: 0`` writes in the robot's thread, as before.
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 from rich.console import Console
@@ -178,6 +181,39 @@ class RichCampaignProgress:
         self._progress.stop()
 
 
+class SignalInterrupt(KeyboardInterrupt):
+    """Raised in the main thread by :func:`interrupt_on_signals` when SIGTERM or SIGINT arrives; ``signum``
+    says which (a plain KeyboardInterrupt counts as SIGINT)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def interrupt_on_signals(signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """While the block runs, the first SIGTERM or SIGINT raises :class:`SignalInterrupt` in the main thread,
+    so that :func:`run_campaign` closes the campaign as ``interrupted`` (the default SIGTERM would end the
+    process with the campaign left ``running``); a second signal while it closes is ignored, so closing is
+    not cut short. Outside the main thread (where Python cannot install handlers) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise SignalInterrupt(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 def part_ids(campaign: str, parts: int, part_id_format: str = "{campaign}-{index:04d}") -> list[str]:
     """The campaign's part ids, ``index`` counting from 1 (deterministic, so resume finds the same parts)."""
     try:
@@ -264,7 +300,10 @@ def run_campaign(
     store writer (0 = write in this thread).
 
     Returns the run's :class:`CampaignSummary` (also written to ``campaigns/<name>/summary.json`` in the
-    store). A fault that stops the campaign raises CampaignError after the summary is written.
+    store). A fault that stops the campaign raises CampaignError after the summary is written. Ctrl+C (and
+    SIGTERM inside :func:`interrupt_on_signals`, as ``cell capture`` runs it) stops it the same clean way with
+    status ``interrupted``: :class:`~cell.errors.CampaignInterrupted` names the signal, where it stopped and
+    ``--resume``.
     """
     if parts < 1:
         raise CampaignError(f"parts = {parts}: a campaign needs at least one part")
@@ -300,6 +339,8 @@ def run_campaign(
     s0 = sim_clock() if sim_clock is not None else None
     if progress is not None:
         progress.start(campaign, parts, len(plan))
+    signum = signal.SIGINT  # the signal that interrupted the campaign (SignalInterrupt says which; else Ctrl+C)
+    current_part = ids[0]
     stop_error: Optional[BaseException] = None
     interrupted = False
     writer: MotionPipeline[_StoreJob, Any] = MotionPipeline(
@@ -308,6 +349,7 @@ def run_campaign(
     )
     try:
         for index, part_id in enumerate(ids):
+            current_part = part_id
             if progress is not None:
                 progress.part_started(part_id, index)
             todo = [p for p in plan if (part_id, p.pose_id) not in done]
@@ -339,8 +381,9 @@ def run_campaign(
                     raise store_error
     except (RobotError, CameraError, StoreError) as exc:
         stop_error = exc
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         interrupted = True
+        signum = getattr(exc, "signum", signal.SIGINT)
     finally:
         # every frame already taken is written before the summary (the worker goes on after a stop)
         stopped_at = summary.stopped_at
@@ -362,7 +405,7 @@ def run_campaign(
         summary.error = f"{type(stop_error).__name__}: {stop_error}"
     elif interrupted:
         summary.status = "interrupted"
-        summary.error = "interrupted by the operator"
+        summary.error = f"interrupted by {signal.Signals(signum).name}"
     else:
         summary.status = "incomplete" if summary.failed_poses else "completed"
     summary.captures_in_store = len(store.captured_keys(campaign))
@@ -372,7 +415,15 @@ def run_campaign(
     except StoreError as exc:
         summary_note = f" (the summary could not be written: {exc})"
     if interrupted:
-        raise KeyboardInterrupt
+        from cell.errors import CampaignInterrupted
+
+        where = summary.stopped_at or {"part_id": current_part}
+        at = f"part {where['part_id']}" + (f" pose {where['pose_id']}" if "pose_id" in where else "")
+        raise CampaignInterrupted(
+            f"campaign {campaign!r} {summary.error} at {at}: {summary.captures_in_store} of "
+            f"{summary.captures_expected} captures are stored in {store.root}; run again with --resume to "
+            f"continue{summary_note}", signum=int(signum),
+        )
     if stop_error is not None:
         where = summary.stopped_at or {}
         raise CampaignError(

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from typing_extensions import Annotated
 
 from acquisition.envelope import SafetyEnvelope
+from acquisition.errors import ConfigError, EnvelopeViolation
 from acquisition.genicam.camera import GenICamCamera, GenICamCameraConfig
 from acquisition.plan import PlanConfig, PlannedPose, footprint_from_camera, make_plan
 from acquisition.sim.camera import SimCamera, SimCameraConfig
@@ -32,7 +33,7 @@ from calibration.calibration_file import CalibrationFile, load_calibration
 from calibration.camera_model import CameraModel
 from calibration.transforms import Transform
 from cell.config import read_yaml_mapping, validate_mapping
-from cell.errors import CellError, ConfigFileError
+from cell.errors import CampaignError, CellError, ConfigFileError
 from cell.signals.config import MqttConfig, OpcUaConfig
 
 
@@ -142,7 +143,7 @@ class CampaignFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = ""
-    plan: PlanConfig = Field(default_factory=PlanConfig)
+    plan: PlanConfig = Field(description="the pose plan (required: a file without one is a mistake, not a default)")
 
 
 def load_cell_config(path: str | Path) -> CellConfig:
@@ -230,11 +231,13 @@ class Cell:
                 )
             time.sleep(0.05)
 
-    def plan(self, plan_config: PlanConfig) -> list[PlannedPose]:
+    def plan(self, plan_config: PlanConfig, source: str = "") -> list[PlannedPose]:
         """The campaign's poses, aimed so that the CAMERA sits at each planned view.
 
         Without ``plan.footprint_m`` the footprint comes from the camera model at the working distance.
+        ``source`` (the campaign file) prefixes the errors: too many poses, a pose outside the envelope.
         """
+        prefix = f"{source}: " if source else ""
         footprint = None
         if plan_config.footprint_m is None:
             if self.camera_model is None:
@@ -244,7 +247,13 @@ class Cell:
                 )
             footprint = footprint_from_camera(self.camera_model, plan_config.working_distance_m)
         # The camera hangs off the TCP frame, so its mount is composed with the TCP (no extra offset).
-        return make_plan(plan_config, footprint=footprint, T_flange_cam=self.T_flange_cam)
+        # Each pose is checked against the envelope as it is generated (a huge plan fails at its first bad pose).
+        try:
+            return make_plan(plan_config, footprint=footprint, T_flange_cam=self.T_flange_cam, envelope=self.envelope)
+        except EnvelopeViolation as exc:
+            raise CampaignError(f"{prefix}the pose plan is refused before any motion: {exc}") from exc
+        except ConfigError as exc:
+            raise ConfigFileError(f"{prefix}{exc}") from exc
 
     def describe(self) -> dict[str, Any]:
         """Geometry a later tool needs (labelling carry-over, calibration checks), JSON-friendly."""

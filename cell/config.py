@@ -3,18 +3,57 @@
 Every error names the file, the key (dotted path) and the bad value, e.g.::
 
     configs/cells/sim.yaml: key 'camera.exposure_us' = 'fast': Input should be a valid number
+
+Every YAML config file of the application (cell, campaign, detector, demo) is read by
+:func:`read_yaml_mapping` through the project's one strict YAML reader, :mod:`calibration.yaml_io`
+(duplicate keys are errors, alias bombs and too deep nesting are refused before anything looks at them).
+Error messages quote values through :func:`quote`, which caps their length.
 """
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from calibration.yaml_io import YamlRefused, describe_yaml_error, load_yaml
 from cell.errors import ConfigFileError
 
 M = TypeVar("M", bound=BaseModel)
+
+#: The longest quotation of a value in an error message, characters.
+MAX_QUOTE = 80
+
+_quoter = reprlib.Repr()
+_quoter.maxlevel, _quoter.maxdict, _quoter.maxlist, _quoter.maxtuple = 2, 4, 6, 6
+_quoter.maxstring, _quoter.maxother, _quoter.maxlong = MAX_QUOTE, MAX_QUOTE, MAX_QUOTE
+
+
+def clip(text: str, limit: int = MAX_QUOTE) -> str:
+    """``text`` on one line, cut to at most ``limit`` characters (ending in ``...`` when cut)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quote(value: Any, limit: int = MAX_QUOTE) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters, never walking a huge value
+    (nested and long containers are elided with ``...``)."""
+    return clip(_quoter.repr(value), limit)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` with the project's strict reader (:func:`calibration.yaml_io.load_yaml`: duplicate
+    keys, alias bombs and too deep nesting refused); any problem -> one-line ConfigFileError naming ``source``
+    (and the line and column when known)."""
+    try:
+        return load_yaml(text)
+    except YamlRefused as exc:
+        raise ConfigFileError(f"{source}: refused YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        what = describe_yaml_error(exc)
+        raise ConfigFileError(f"{source}: malformed YAML{' ' if what.startswith('at line') else ': '}{what}") from None
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -28,13 +67,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         raise ConfigFileError(f"{path}: is a directory, expected a YAML file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigFileError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigFileError(f"{path}: malformed YAML{where}: {problem}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -69,7 +102,10 @@ def format_validation_error(source: str, exc: ValidationError, data: Any = None)
     if err["type"] == "missing":
         return f"{source}: missing key '{key}'"
     value = err.get("input")
-    return f"{source}: key '{key}' = {value!r}: {err['msg']}"
+    if err["type"] == "backend" and isinstance(value, dict):
+        # a device section with an unknown backend: quote the backend, not the whole section
+        key, value = f"{key}.backend" if key != "<top level>" else "backend", value.get("backend")
+    return f"{source}: key '{key}' = {quote(value)}: {clip(err['msg'], 200)}"
 
 
 def validate_mapping(source: str, data: dict[str, Any], model: type[M]) -> M:
@@ -93,7 +129,7 @@ def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigFileError(f"--set {pair!r}: expected key=value")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
+            overrides[key.strip()] = load_yaml(value)
         except yaml.YAMLError:
-            raise ConfigFileError(f"--set {pair!r}: the value is not a valid YAML scalar") from None
+            raise ConfigFileError(f"--set {quote(pair)}: the value is not a valid YAML scalar") from None
     return overrides

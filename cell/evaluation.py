@@ -68,6 +68,20 @@ def _working_size_map(anomaly_map: np.ndarray, mask_shape: tuple[int, int]) -> n
     return cv2.resize(anomaly_map, (w, h), interpolation=cv2.INTER_AREA)
 
 
+#: The file that marks a folder as a ``cell eval`` report (which the next evaluation may replace).
+REPORT_MARKER = ".cell-eval"
+
+
+def check_report_folder(out: Path) -> None:
+    """Refuse ``out`` when it is an existing non-empty folder that is not a previous report (as ``cell train``
+    and ``dataset export`` refuse theirs): an evaluation never overwrites unrelated files."""
+    if out.exists() and not out.is_dir():
+        raise CellError(f"{out}: exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_MARKER).is_file():
+        raise CellError(f"{out}: exists, is not empty and is not a previous `cell eval` report (no {REPORT_MARKER}); "
+                        "choose another --out")
+
+
 def evaluate_model(
     model_dir: str | Path,
     data: str | Path,
@@ -81,11 +95,14 @@ def evaluate_model(
     """Score the test split of ``data`` with the model in ``model_dir``; write ``out``/metrics.json,
     scores.csv, roc.png, overlays/*.png and report.html. Returns the metrics dict.
     ``device``: where the model runs (``auto``, ``cpu``, ``cuda[:N]``), whatever it was trained on."""
+    check_report_folder(Path(out))
     model_dir, out = Path(model_dir), Path(out)
     model = load_model(model_dir, device=device)
     detector, spec, threshold = model.detector, model.spec, model.threshold
     image_size = int(detector.config.image_size)
     out.mkdir(parents=True, exist_ok=True)
+    (out / REPORT_MARKER).write_text("written by `cell eval`; replaced by the next `cell eval` into this folder\n",
+                                     encoding="utf-8")
     started = time.perf_counter()
     scored: list[ScoredImage] = []
     with open_images(data, "test", campaigns) as all_items:

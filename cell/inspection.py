@@ -567,6 +567,13 @@ def run_inspection(
         envelope.check_motion(speed, accel)
     except RobotError as exc:
         raise CampaignError(f"inspection refused before any motion: {exc}") from exc
+    if first_index == 1:
+        # A fresh inspection never reuses a campaign: a finished one would be flipped back to running
+        # before its first part clashes with the stored captures.
+        existing = {c.name: c.status for c in store.campaigns()}
+        if campaign in existing:
+            raise CampaignError(f"campaign {campaign!r} already exists in {store.root} ({existing[campaign]}): "
+                                "choose another --name")
     store.start_campaign(campaign, {"kind": "inspection", "model_dir": str(model_dir), **(campaign_config or {})},
                          calibration_id, resume=True)
     judge = judge if judge is not None else PartJudge(threshold)

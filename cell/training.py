@@ -65,17 +65,24 @@ class TrainConfig(BaseModel):
     part_map: PartMapConfig = Field(default_factory=PartMapConfig)
 
 
-def load_train_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
-    """Read a detector config file; ``overrides`` update its ``config`` section. The detector config is
-    validated here, so an unknown key or bad value names the file."""
+def load_train_config(
+    path: str | Path, overrides: Optional[dict[str, Any]] = None, overrides_source: str = "--set"
+) -> TrainConfig:
+    """Read a detector config file; ``overrides`` (``--set key=value``) update its ``config`` section. The
+    detector config is validated here: a bad key or value of the file names the file, one of the overrides
+    names ``overrides_source``."""
     data = read_yaml_mapping(path)
     train_config = validate_mapping(str(path), data, TrainConfig)
-    if overrides:
-        train_config.config.update(overrides)
     try:
         validate_config(train_config.method, train_config.config)
     except detectors.DetectorError as exc:
         raise ConfigFileError(f"{path}: {exc}") from None
+    if overrides:
+        train_config.config.update(overrides)
+        try:
+            validate_config(train_config.method, train_config.config)
+        except detectors.DetectorError as exc:
+            raise ConfigFileError(f"{overrides_source}: {exc}") from None
     return train_config
 
 

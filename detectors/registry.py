@@ -98,6 +98,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "detectors.glance",
     "detectors.tsdn",
     "detectors.slsg",
+    "detectors.patchcore",
 )
 
 

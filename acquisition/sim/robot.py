@@ -14,7 +14,8 @@ the N-th move *that passed those checks*, counted from when it was armed:
 - ``protective_stop``: the robot stops part-way (``stop_fraction`` of the move's duration), the status
   shows a protective stop, :class:`ProtectiveStop` is raised; every move raises it until :meth:`recover`.
 - ``connection_lost``: the robot stops part-way, :class:`ConnectionLost` is raised, and every call but
-  :meth:`status` and :meth:`connect` raises it until :meth:`connect` is called again.
+  :meth:`status`, :meth:`connect` and :meth:`recover` raises it until one of those two reconnects
+  (:meth:`recover` reconnects after a lost link, as ``URRobot.recover`` does).
 - ``unreachable``: :class:`UnreachablePose` is raised and nothing moves (as poses listed in
   ``faults.unreachable_poses`` always do).
 """
@@ -276,9 +277,12 @@ class SimRobot:
             )
 
     def recover(self) -> None:
-        """Clear a protective stop and restart the control program; a no-op when the robot is fine."""
+        """Make the robot ready to move again, as ``URRobot.recover`` does: a lost (or closed) link is
+        reconnected, a protective stop cleared and the control program restarted; a no-op when the robot
+        is fine. The robot keeps its pose (where a lost link stopped it)."""
         with self._lock:
-            self._require_link()
+            self._connected = True
+            self._link_lost = False
             self._protective_stop = False
 
     def stop(self) -> None:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from acquisition.errors import RobotError, StoreError
 from acquisition.store import CaptureStore
-from cell.campaign import CampaignSummary, RichCampaignProgress, run_campaign
+from cell.campaign import CampaignSummary, RichCampaignProgress, interrupt_on_signals, run_campaign
 from cell.cell_factory import Cell, CampaignFile, load_campaign_file, load_cell
 from cell.errors import CampaignError
 
@@ -116,7 +116,7 @@ def command(
     cell = load_cell(cell_path, seed=seed, defect_rate=defect_rate, calibration=calibration)
     campaign_file = load_campaign_file(campaign_path)
     name = name or campaign_path.stem
-    plan = cell.plan(campaign_file.plan)
+    plan = cell.plan(campaign_file.plan, source=str(campaign_path))
     console = Console()
     progress_console = Console(stderr=True)
     with CaptureStore(out_dir, create=True) as store, cell:
@@ -127,19 +127,20 @@ def command(
         error: Optional[CampaignError] = None
         summary: Optional[CampaignSummary] = None
         try:
-            summary = run_campaign(
-                cell.robot, cell.camera, store, plan, parts,
-                campaign=name, envelope=cell.envelope,
-                speed=campaign_file.plan.speed, accel=campaign_file.plan.accel,
-                on_new_part=cell.on_new_part, resume=resume,
-                config=campaign_identity(cell, campaign_file),
-                camera_retries=cell.config.capture.camera_retries,
-                capture_timeout_s=cell.config.capture.timeout_s,
-                progress=RichCampaignProgress(progress_console),
-                sim_clock=cell.clock.now if cell.clock is not None else None,
-                calibration_id=cell.calibration_id,
-                on_robot_fault=operator_recovery(progress_console, cell.robot) if cell.scene is None else None,
-            )
+            with interrupt_on_signals():  # Ctrl+C / SIGTERM: the campaign is closed as interrupted
+                summary = run_campaign(
+                    cell.robot, cell.camera, store, plan, parts,
+                    campaign=name, envelope=cell.envelope,
+                    speed=campaign_file.plan.speed, accel=campaign_file.plan.accel,
+                    on_new_part=cell.on_new_part, resume=resume,
+                    config=campaign_identity(cell, campaign_file),
+                    camera_retries=cell.config.capture.camera_retries,
+                    capture_timeout_s=cell.config.capture.timeout_s,
+                    progress=RichCampaignProgress(progress_console),
+                    sim_clock=cell.clock.now if cell.clock is not None else None,
+                    calibration_id=cell.calibration_id,
+                    on_robot_fault=operator_recovery(progress_console, cell.robot) if cell.scene is None else None,
+                )
             data = summary.to_dict()
         except CampaignError as exc:
             error = exc

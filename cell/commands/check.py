@@ -93,7 +93,10 @@ def check_camera(camera: Any, echo=click.echo) -> dict[str, Any]:
     """Open, print identity, features and one test frame's statistics."""
     with camera:
         echo("camera:")
-        for key, value in getattr(camera, "identity", {"camera_id": camera.camera_id}).items():
+        identity = dict(getattr(camera, "identity", None) or {"camera_id": camera.camera_id})
+        if getattr(camera, "serial", None) and "serial_number" not in identity:
+            identity["serial_number"] = camera.serial  # the simulated camera has a serial too (calibration checks it)
+        for key, value in identity.items():
             echo(f"  {key}: {value}")
         for line in getattr(camera, "feature_report", []):
             echo(f"  feature {line}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
+
 import click
 from rich.console import Console
 from rich.table import Table
@@ -76,13 +78,22 @@ def info(dataset: Path, as_json: bool) -> None:
         raise StoreError(f"{dataset}: {len(report.problems)} damaged file(s) or manifest row(s): {shown}")
 
 
+def _good_test_fraction(test_fraction: Optional[float], train_campaigns: tuple[str, ...]) -> float:
+    """``--test-fraction`` (default 0.2); with ``--train-campaign`` the split is by campaign, so giving both is
+    a usage error rather than a silently ignored option."""
+    if train_campaigns and test_fraction is not None:
+        raise click.UsageError("--test-fraction and --train-campaign exclude each other (the split is by "
+                               "campaign with --train-campaign, by part with --test-fraction)")
+    return 0.2 if test_fraction is None else test_fraction
+
+
 @command.command(name="export")
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--mvtec", "out_dir", type=click.Path(path_type=Path), required=True,
               help="output folder of the MVTec AD layout (must not exist unless --overwrite)")
 @click.option("--campaign", "campaigns", multiple=True, help="export only these campaigns (repeatable)")
-@click.option("--test-fraction", type=float, default=0.2, show_default=True,
-              help="share of good parts held out for test/good (split by part)")
+@click.option("--test-fraction", type=float, default=None,
+              help="share of good parts held out for test/good (split by part; default 0.2)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the good-part split")
 @click.option("--train-campaign", "train_campaigns", multiple=True,
               help="split by campaign instead: good parts of these campaigns train, the others test")
@@ -91,7 +102,7 @@ def export(
     dataset: Path,
     out_dir: Path,
     campaigns: tuple[str, ...],
-    test_fraction: float,
+    test_fraction: Optional[float],
     seed: int,
     train_campaigns: tuple[str, ...],
     overwrite: bool,
@@ -105,7 +116,7 @@ def export(
         report = store.export_mvtec(
             out_dir,
             list(campaigns) if campaigns else None,
-            test_good_fraction=test_fraction,
+            test_good_fraction=_good_test_fraction(test_fraction, train_campaigns),
             seed=seed,
             train_campaigns=list(train_campaigns) if train_campaigns else None,
             overwrite=overwrite,

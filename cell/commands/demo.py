@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import click
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from acquisition.store import CaptureStore
-from cell.campaign import RichCampaignProgress, run_campaign
+from cell.campaign import RichCampaignProgress, interrupt_on_signals, run_campaign
 from cell.cell_factory import Cell, build_cell, load_campaign_file, load_cell_config
 from cell.commands.capture import campaign_identity
 from cell.commands.inspect import inspect_on_cell, print_confusion
 from cell.config import load_config
-from cell.errors import CellError
+from cell.errors import CampaignInterrupted, CellError
 from cell.evaluation import evaluate_model
 from cell.inspection import InspectConfig
 from cell.progress import progress_callback
@@ -65,6 +66,16 @@ def demo_cell(demo: DemoConfig, cell_path: Path, seed: int, defect_rate: float) 
     return build_cell(config, source=str(cell_path), seed=seed, defect_rate=defect_rate)
 
 
+@contextmanager
+def _demo_interrupts(out: Path) -> Iterator[None]:
+    """The demo has no --resume: an interrupted capture says so (the next run replaces the folder)."""
+    try:
+        yield
+    except CampaignInterrupted as exc:
+        raise CampaignInterrupted(f"demo interrupted during its capture; run `cell demo` again (it replaces {out})",
+                                  signum=exc.signum) from None
+
+
 def _resolve(config_path: Path, path: Path) -> Path:
     """Paths in the demo file are relative to the repository root (the folder above configs/)."""
     return path if path.is_absolute() else config_path.resolve().parent.parent / path
@@ -90,7 +101,8 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
     campaign_path = _resolve(config_path, demo.campaign)
     detector_path = _resolve(config_path, demo.detector)
     # every config is read before anything runs, so a bad key fails at once
-    train_config = load_train_config(detector_path, {**demo.detector_overrides, **parse_overrides(overrides)})
+    train_config = load_train_config(detector_path, {**demo.detector_overrides, **parse_overrides(overrides)},
+                                     overrides_source=f"{config_path}: key 'detector_overrides' or --set")
     campaign_file = load_campaign_file(campaign_path)
     console = Console()
     err = Console(stderr=True)
@@ -106,7 +118,7 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
     console.rule(f"1/4 capture {good_parts} good parts")
     cell = demo_cell(demo, cell_path, seed=demo.seed, defect_rate=0.0)
     plan = cell.plan(campaign_file.plan)
-    with CaptureStore(store_path, create=True) as store, cell:
+    with CaptureStore(store_path, create=True) as store, cell, _demo_interrupts(out), interrupt_on_signals():
         summary = run_campaign(
             cell.robot, cell.camera, store, plan, good_parts, campaign="train", envelope=cell.envelope,
             speed=campaign_file.plan.speed, accel=campaign_file.plan.accel, on_new_part=cell.on_new_part,

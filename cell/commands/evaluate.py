@@ -8,11 +8,8 @@ import math
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from cell.evaluation import evaluate_model
-from cell.progress import progress_callback
+# rich and torch (through cell.evaluation) are imported inside the command: `cell eval --help` stays fast.
 
 
 def part_level_table(section: dict) -> Table:
@@ -58,6 +55,13 @@ def _f(value: float) -> str:
               help="where the model runs: auto | cpu | cuda[:N] (whatever it was trained on)")
 def command(model_dir: Path, data: Path, out: Path, campaigns: tuple[str, ...], device: str) -> None:
     """Evaluate a trained model on a labelled test split (no model selection, scored once)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cell.evaluation import check_report_folder, evaluate_model
+    from cell.progress import progress_callback
+
+    check_report_folder(out)  # before the progress display, so a refusal is the only line
     console = Console(stderr=True)
     with progress_callback("scoring", console) as progress:
         metrics = evaluate_model(model_dir, data, out, campaigns=campaigns or None, progress=progress, device=device)

@@ -26,6 +26,7 @@ from rich.console import Console
 
 from acquisition.store import CaptureStore
 from cell.cell_factory import Cell, load_campaign_file, load_cell
+from cell.commands.options import finite_threshold
 from cell.errors import CellError
 from cell.inspection import InspectConfig, InspectionSummary, PartJudge, PartResult, run_inspection
 from cell.local_http import check_bind_host
@@ -223,9 +224,11 @@ def inspect_on_cell(
 @click.option("--name", default=None, help="inspection campaign name (default inspect-<date-time>)")
 @click.option("--on-error", type=click.Choice(["continue", "stop"]), default="continue",
               help="after a part ends in error: recover and go on, or stop")
-@click.option("--threshold", type=float, default=None, help="override the model's per-image threshold (policy manual)")
-@click.option("--part-threshold", type=float, default=None,
-              help="the part threshold on the fused part map (policy manual) instead of the model's part_threshold.json")
+@click.option("--threshold", type=float, default=None, callback=finite_threshold,
+              help="override the model's per-image threshold (policy manual; a finite number)")
+@click.option("--part-threshold", type=float, default=None, callback=finite_threshold,
+              help="the part threshold on the fused part map (policy manual; a finite number) instead of the "
+                   "model's part_threshold.json")
 @click.option("--defect-rate", type=float, default=None, help="simulated cell: share of defective parts")
 @click.option("--seed", type=int, default=None, help="simulated cell: override the seed")
 @click.option("--signal", "signal_kinds", default="none", show_default=True,

@@ -8,11 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from cell.config import parse_overrides
-from cell.progress import progress_callback
-from cell.training import load_train_config, train_model
+# Everything heavy (rich, pydantic, torch through cell.training) is imported inside the command, so that
+# `cell train --help` answers at once (tests/cell/test_cli.py checks that it does not import torch).
 
 
 @click.command(name="train")
@@ -28,6 +26,12 @@ from cell.training import load_train_config, train_model
 def command(detector_config: Path, data: Path, out: Path, campaigns: tuple[str, ...], overrides: tuple[str, ...],
             device: str | None, force: bool) -> None:
     """Train a detector on good parts and choose its threshold on held-out training-side data."""
+    from rich.console import Console
+
+    from cell.config import parse_overrides
+    from cell.progress import progress_callback
+    from cell.training import load_train_config, train_model
+
     console = Console(stderr=True)
     values = parse_overrides(overrides)
     if device is not None:

@@ -216,3 +216,51 @@ def test_default_campaign_plan_is_reachable_inside_the_default_envelope(T_flange
             assert np.abs(Transform.from_pose(robot.tcp_pose()).matrix - Transform.from_pose(p.pose).matrix).max() < 1e-9
     assert robot.move_count == len(plan)
     assert all(r.outcome == "done" for r in robot.move_log)
+
+
+# --- issue 17 item 11: a plan is bounded before it is built, and checked as it is built ------------------
+
+def test_a_huge_plan_is_refused_before_any_pose_is_built():
+    import time
+
+    config = PlanConfig(part_size_m=(100.0, 100.0), footprint_m=FOOTPRINT)
+    started = time.process_time()
+    with pytest.raises(ConfigError, match=r"plan.part_size_m = \[100, 100\] m .* = \d+ poses, more than 5000") as info:
+        make_plan(config)
+    assert "\n" not in str(info.value)
+    assert time.process_time() - started < 5.0  # generous: it used to build millions of poses (a hang)
+
+
+class CountingEnvelope:
+    """Refuses the ``bad_at``-th pose it is asked about; counts the checks."""
+
+    def __init__(self, bad_at: int) -> None:
+        self.checked: list[str] = []
+        self.bad_at = bad_at
+
+    def check_pose(self, pose, label: str = "") -> None:
+        self.checked.append(label)
+        if len(self.checked) == self.bad_at:
+            from acquisition.errors import EnvelopeViolation
+
+            raise EnvelopeViolation(f"pose {label}: outside")
+
+
+def test_the_envelope_is_checked_as_poses_are_generated():
+    config = PlanConfig(part_size_m=(1.5, 1.5), footprint_m=FOOTPRINT, shots_per_point=3)
+    envelope = CountingEnvelope(bad_at=2)
+    from acquisition.errors import EnvelopeViolation
+
+    with pytest.raises(EnvelopeViolation, match=r"pose r0c0s1: outside"):
+        make_plan(config, envelope=envelope)
+    assert envelope.checked == ["r0c0s0", "r0c0s1"]
+    every = CountingEnvelope(bad_at=-1)
+    plan = make_plan(PlanConfig(footprint_m=FOOTPRINT), envelope=every)
+    assert every.checked == [p.pose_id for p in plan]
+
+
+def test_a_real_envelope_refuses_an_oversized_part_at_its_first_pose():
+    from acquisition.errors import EnvelopeViolation
+
+    with pytest.raises(EnvelopeViolation, match=r"pose r0c0s0: x = .* below the workspace minimum x"):
+        make_plan(PlanConfig(part_size_m=(2.0, 2.0), footprint_m=FOOTPRINT), envelope=SafetyEnvelope())

@@ -253,7 +253,7 @@ def test_connection_lost_at_run_time_until_reconnect():
     with pytest.raises(ConnectionLost, match="connection lost during move"):
         robot.move_linear(START, 0.25, 1.2)
     assert not robot.status().connected
-    for call in (robot.tcp_pose, robot.joint_positions, robot.recover, robot.stop):
+    for call in (robot.tcp_pose, robot.joint_positions, robot.stop):
         with pytest.raises(ConnectionLost):
             call()
     with pytest.raises(ConnectionLost):
@@ -263,6 +263,23 @@ def test_connection_lost_at_run_time_until_reconnect():
     assert START[0] < x < first[0]  # stopped part-way back
     robot.move_linear(START, 0.25, 1.2)
     assert _same_pose(robot.tcp_pose(), START)
+
+
+def test_recover_reconnects_after_a_lost_link_like_the_ur_robot():
+    # Issue 17 item 6: recover() raised ConnectionLost, so one lost link ended the simulated line.
+    robot = _robot()
+    robot.inject_fault("connection_lost", on_move=1)
+    target = START + np.array([0.05, 0, 0, 0, 0, 0])
+    with pytest.raises(ConnectionLost):
+        robot.move_linear(target, 0.25, 1.2)
+    assert not robot.status().connected
+    robot.recover()
+    status = robot.status()
+    assert status.connected and status.ok and status.program_running
+    x = robot.tcp_pose()[0]
+    assert START[0] < x < target[0]  # recovered where the lost link stopped it, not teleported
+    robot.move_linear(target, 0.25, 1.2)
+    assert _same_pose(robot.tcp_pose(), target)
 
 
 def test_injected_unreachable_fault_does_not_move():

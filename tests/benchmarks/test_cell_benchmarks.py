@@ -18,6 +18,7 @@ CASES = {
     "bench_labelling": (["--edits", "1", "--poses", "2"],
                         ["open_image_with_superpixels", "store_mask_edit", "carry_over_per_pose"]),
     "bench_robot": ([], ["kinematics", "campaign"]),
+    "bench_cli": (["--runs", "1"], ["help", "loadavg_before"]),
     "bench_calibration": (["--views", "5", "--seeds", "1"], ["summary", "runs"]),
     # ur_rtde against the fake UR controller, harvesters with genicam's simulated producer (no hardware)
     "bench_hardware": ([], ["robot", "camera"]),

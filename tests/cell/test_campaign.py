@@ -444,3 +444,32 @@ def test_sim_cell_protective_stop_recovered_by_hook(store: CaptureStore) -> None
         assert row_type == ("good" if not types else types[0] if len(types) == 1 else "combined")
         kinds_seen.update(types)
     assert kinds_seen <= {d.kind for d in cell.scene.current_part.defects}
+
+
+def test_a_keyboard_interrupt_closes_the_campaign_as_interrupted_naming_resume(store: CaptureStore) -> None:
+    # Issue 17 item 7 (in process): Ctrl+C used to re-raise a bare KeyboardInterrupt ("aborted", no --resume).
+    from acquisition.plan import PlanConfig
+    from cell.cell_factory import CellConfig, build_cell
+    from cell.errors import CampaignInterrupted
+
+    config = CellConfig.model_validate({
+        "camera": {"width": 96, "height": 80, "focal_length_mm": 4.0, "noise": {"enabled": False}},
+        "scene": {"texel_size_m": 5e-4},
+    })
+    cell = build_cell(config)
+    plan = cell.plan(PlanConfig(footprint_m=(0.2, 0.16), shots_per_point=1, overlap=0.1))
+    calls = []
+
+    def new_part(part_id: str):
+        calls.append(part_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return cell.on_new_part(part_id)
+
+    with cell, pytest.raises(CampaignInterrupted) as info:
+        run_campaign(cell.robot, cell.camera, store, plan, 3, campaign="ctrl-c", envelope=cell.envelope, speed=0.3,
+                     accel=1.2, on_new_part=new_part)
+    assert info.value.signum == 2
+    assert "campaign 'ctrl-c' interrupted by SIGINT at part ctrl-c-0002" in str(info.value)
+    assert f"{len(plan)} of {3 * len(plan)} captures" in str(info.value) and "--resume" in str(info.value)
+    assert store.campaign_status("ctrl-c").status == "interrupted"

@@ -155,7 +155,7 @@ def test_fault_stops_cleanly_and_resume_completes(files, capsys) -> None:
     [
         (lambda d: d["camera"].update(colour="red"), ["cell.yaml: unknown key 'camera.colour'"]),
         (lambda d: d["camera"].update(width="wide"), ["cell.yaml: key 'camera.width' = 'wide'"]),
-        (lambda d: d["robot"].update(backend="kuka"), ["cell.yaml: key 'robot'", "backend must be sim or ur5"]),
+        (lambda d: d["robot"].update(backend="kuka"), ["cell.yaml: key 'robot.backend' = 'kuka'", "backend must be sim or ur5"]),
         (lambda d: d["envelope"].update(workspace_max=[0.3, -0.2, 0.25]),
          ["refused before any motion: pose r0c", "above the workspace ceiling 0.250 m"]),
     ],

@@ -58,7 +58,7 @@ def test_sim_cell_is_built_by_the_factory_and_checked(monkeypatch, capsys) -> No
     out = capsys.readouterr().out
     assert built == [str(SIM_CELL)]
     assert out.startswith("robot:\n  robot mode: RUNNING\n  safety mode: NORMAL\n")
-    assert "camera:\n  camera_id: sim-cam-0\n" in out
+    assert "camera:\n  camera_id: sim-cam-0\n  serial_number: SIM00001\n" in out  # issue 17 item 18
     assert "test frame: 1280x1024 Mono8 uint8" in out and out.endswith("check: OK\n")
     assert main(["check", "--cell", str(SIM_CELL), "--skip-robot"]) == 0
     out = capsys.readouterr().out

@@ -146,3 +146,26 @@ def test_cell_inspect_takes_camera_timeout_and_retries_from_the_cell_file(tmp_pa
         threshold_override=1.0, console=Console(file=open(tmp_path / "log.txt", "w")),
     )
     assert seen["camera_retries"] == 0 and seen["capture_timeout_s"] == 0.7 and seen["on_error"] == "stop"
+
+
+def test_reusing_a_finished_inspections_name_is_refused_and_leaves_it_completed(tmp_path):
+    # Issue 17 item 5: the second run used to flip the completed campaign back to `running`, then fail.
+    from cell.errors import CampaignError
+
+    run(tmp_path, parts=1, threshold=1e9)
+    with pytest.raises(CampaignError, match=r"campaign 'line' already exists .*\(completed\): choose another --name"):
+        run(tmp_path, parts=1, threshold=1e9)
+    with CaptureStore(tmp_path / "store") as store:
+        status = store.campaign_status("line")
+    assert status.status == "completed" and status.n_parts == 1
+
+
+def test_a_lost_link_on_the_simulated_line_is_one_error_part_and_the_line_goes_on(tmp_path):
+    # Issue 17 item 6: the sim robot's recover() now reconnects (as URRobot's does), so the loop continues.
+    summary, records, _, _ = run(
+        tmp_path, parts=3, threshold=1e9, arm=lambda cell: cell.robot.inject_fault("connection_lost", on_move=6)
+    )
+    verdicts = [r.verdict for r in summary.results]
+    assert verdicts == ["OK", "error", "OK"]
+    assert "ConnectionLost" in summary.results[1].reason
+    assert [r.verdict for r in records] == verdicts and summary.stopped_early is None
