@@ -26,7 +26,7 @@ class NaNMapDetector(LocalContrastDetector):
 
 
 def run(tmp_path, parts, part_threshold, *, plan_slice=slice(None), detector=None, defect_rate=1.0,
-        spec=InputSpec(mode="tile", scale=1.0)):
+        spec=InputSpec(mode="tile", scale=1.0), config=InspectConfig(heatmaps="none")):
     cell = small_cell(seed=1, defect_rate=defect_rate)
     campaign, plan = demo_plan(cell)
     judge = PartJudge(ThresholdDecision(part_threshold, "manual"), cell.camera_model, cell.T_flange_cam,
@@ -37,7 +37,7 @@ def run(tmp_path, parts, part_threshold, *, plan_slice=slice(None), detector=Non
             robot=cell.robot, camera=cell.camera, store=store, plan=plan[plan_slice], speed=campaign.plan.speed,
             accel=campaign.plan.accel, envelope=cell.envelope, parts=parts, campaign="line",
             detector=detector or LocalContrastDetector(), spec=spec,
-            threshold=ThresholdDecision(1e9, "manual"), config=InspectConfig(heatmaps="none"),
+            threshold=ThresholdDecision(1e9, "manual"), config=config,
             on_new_part=cell.on_new_part, judge=judge,
             campaign_config={"plan": campaign.plan.model_dump(mode="json"), "geometry": cell.describe()},
             on_part=lambda r, i, n: published.append(r),
@@ -88,3 +88,17 @@ def test_a_nan_in_a_map_is_an_error_never_ok(tmp_path):
     summary, records, _ = run(tmp_path, 1, part_threshold=1e9, detector=NaNMapDetector(), spec=InputSpec(mode="resize"))
     assert summary.results[0].verdict == "error" and "NaN" in summary.results[0].reason
     assert records[0].verdict == "error"
+
+
+def test_the_worker_behind_the_motion_builds_the_same_part_map_as_the_sequential_loop(tmp_path):
+    # the accumulator is fed in the pipeline's worker as each pose is scored; depth 0 does it in the robot's thread
+    pipelined, records, _ = run(tmp_path / "p", 2, part_threshold=0.25,
+                                config=InspectConfig(heatmaps="nok", pipeline_depth=2))
+    sequential, _, _ = run(tmp_path / "s", 2, part_threshold=0.25, config=InspectConfig(heatmaps="nok", pipeline_depth=0))
+    for a, b in zip(pipelined.results, sequential.results):
+        assert (a.verdict, a.score, len(a.defects)) == (b.verdict, pytest.approx(b.score), len(b.defects))
+    # NOK on the part map although no pose is above the (huge) image threshold: its worst pose is still drawn
+    nok = [r for r in pipelined.results if r.verdict == "NOK"]
+    assert nok and all([h.rsplit("/", 1)[1] for h in r.heatmaps] == [f"{r.worst_pose}_heatmap.png"] for r in nok)
+    assert all((tmp_path / "p" / "store" / h).is_file() for r in nok for h in r.heatmaps)
+    assert [r.part_id for r in records] == [r.part_id for r in pipelined.results]
