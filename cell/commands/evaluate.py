@@ -12,8 +12,10 @@ import click
 # rich and torch (through cell.evaluation) are imported inside the command: `cell eval --help` stays fast.
 
 
-def part_level_table(section: dict) -> Table:
+def part_level_table(section: dict) -> "Table":
     """The part-level table: each rule's part AUROC and false rejects at zero miss, and the localisation."""
+    from rich.table import Table
+
     table = Table(title=f"part level: {section['n_good_parts']} good, {section['n_defective_parts']} defective parts "
                         f"(fusion {section.get('fusion')})")
     for column in ("rule", "part AUROC", "false rejects at zero miss", "at the part threshold"):
