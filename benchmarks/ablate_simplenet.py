@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import sys
 import time
@@ -43,7 +44,7 @@ def _variant(text: str) -> tuple[str, list[str]]:
     name, sep, rest = text.partition(":")
     if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
         raise argparse.ArgumentTypeError(f"variant '{text}': expected NAME:key=value,... (NAME alphanumeric)")
-    return name, [item for item in rest.split(",") if item]
+    return name, [item for item in re.split(r",(?![^\[]*\])", rest) if item]  # commas inside [...] stay
 
 
 def _sigmas(text: str) -> list[float]:
