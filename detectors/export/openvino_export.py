@@ -1,0 +1,36 @@
+"""A fitted detector as an OpenVINO IR (``model.xml`` + ``model.bin``), converted from its ONNX graph.
+
+The ONNX graph of :func:`detectors.export.onnx_export.export_onnx` (the same inputs, outputs and in-graph
+steps) is converted with ``openvino.convert_model`` and saved with ``compress_to_fp16=False``: the IR keeps
+float32 weights (``save_model``'s default would halve them to float16 and change the scores).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from detectors.export.errors import ExportError
+from detectors.export.onnx_export import OPSET, _first_line, export_onnx
+from detectors.export.runtimes import require
+
+XML_FILE = "model.xml"
+BIN_FILE = "model.bin"
+
+
+def export_openvino(detector: Any, directory: str | Path, *, opset: int = OPSET) -> Path:
+    """Write ``detector`` as ``directory/model.xml`` + ``model.bin`` (``directory`` must exist); returns the
+    xml path. Raises :class:`RuntimeMissing` without ``openvino`` (or the ONNX exporter's packages), and
+    :class:`ExportError` with one line for a model that cannot be exported or converted."""
+    ov = require("openvino", "OpenVINO export")
+    directory = Path(directory)
+    name = getattr(detector, "name", type(detector).__name__)
+    with tempfile.TemporaryDirectory(prefix=".onnx-", dir=directory) as scratch:
+        onnx_path = export_onnx(detector, Path(scratch) / "model.onnx", opset=opset)
+        try:
+            model = ov.convert_model(str(onnx_path))
+            xml = directory / XML_FILE
+            ov.save_model(model, str(xml), compress_to_fp16=False)
+        except Exception as exc:
+            raise ExportError(f"{name}: the ONNX graph does not convert to OpenVINO ({_first_line(exc)})") from None
+    return xml
