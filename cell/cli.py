@@ -18,6 +18,7 @@ from cell.errors import USER_ERRORS
 COMMAND_MODULES: dict[str, str] = {
     "check": "check", "capture": "capture", "dataset": "dataset", "calibrate": "calibrate", "label": "label",
     "train": "train", "eval": "evaluate", "inspect": "inspect", "demo": "demo",
+    "export": "export_model",
 }
 
 

@@ -111,13 +111,13 @@ def _swap_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_format(detector: Any, staging: Path, fmt: str, opset: int) -> None:
+def _write_format(detector: Any, staging: Path, fmt: str, opset: int, onnx_file: Optional[Path]) -> None:
     if fmt == "onnx":
         export_onnx(detector, staging / MODEL_FILES["onnx"][0], opset=opset)
     else:
         from detectors.export.openvino_export import export_openvino
 
-        export_openvino(detector, staging, opset=opset)
+        export_openvino(detector, staging, opset=opset, onnx_file=onnx_file)
 
 
 def export_model(
@@ -129,6 +129,7 @@ def export_model(
     copy_files: Iterable[str | Path] = (),
     probe: Optional[torch.Tensor] = None,
     opset: int = OPSET,
+    onnx_file: Optional[str | Path] = None,
 ) -> dict[str, Any]:
     """Export the fitted ``detector`` (on the CPU) as format ``fmt`` (``onnx`` | ``openvino``) into the
     directory ``out``, atomically (module docstring); returns the manifest written.
@@ -136,6 +137,8 @@ def export_model(
     ``source``: what the manifest records of the source model (e.g. ``{"model_dir", "weights_sha256",
     "config_sha256"}``). ``copy_files``: files copied beside the model (the source's input spec and
     thresholds). ``probe``: (n, 3, S, S) images of the parity check (default :func:`probe_images`).
+    ``onnx_file`` (format openvino only): an ONNX export of this same detector to convert instead of
+    exporting again; the parity check still compares the result with ``detector``.
     Raises :class:`ExportError` (unexportable model, refused OUT, parity beyond tolerance) and
     :class:`RuntimeMissing`.
     """
@@ -154,7 +157,9 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         started = time.perf_counter()
-        _write_format(detector, staging, fmt, opset)
+        if onnx_file is not None and fmt != "openvino":
+            raise ExportError("onnx_file is only for format openvino")
+        _write_format(detector, staging, fmt, opset, Path(onnx_file) if onnx_file is not None else None)
         export_seconds = time.perf_counter() - started
         for item in copy_files:
             item = Path(item)

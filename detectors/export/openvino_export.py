@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from detectors.export.errors import ExportError
 from detectors.export.onnx_export import OPSET, _first_line, export_onnx
@@ -18,15 +18,20 @@ XML_FILE = "model.xml"
 BIN_FILE = "model.bin"
 
 
-def export_openvino(detector: Any, directory: str | Path, *, opset: int = OPSET) -> Path:
+def export_openvino(
+    detector: Any, directory: str | Path, *, opset: int = OPSET, onnx_file: Optional[str | Path] = None
+) -> Path:
     """Write ``detector`` as ``directory/model.xml`` + ``model.bin`` (``directory`` must exist); returns the
-    xml path. Raises :class:`RuntimeMissing` without ``openvino`` (or the ONNX exporter's packages), and
-    :class:`ExportError` with one line for a model that cannot be exported or converted."""
+    xml path. ``onnx_file``: an ONNX export of this same detector to convert instead of exporting again (the
+    ONNX translation is the slow step). Raises :class:`RuntimeMissing` without ``openvino`` (or the ONNX
+    exporter's packages), and :class:`ExportError` with one line for a model that cannot be exported or
+    converted."""
     ov = require("openvino", "OpenVINO export")
     directory = Path(directory)
     name = getattr(detector, "name", type(detector).__name__)
     with tempfile.TemporaryDirectory(prefix=".onnx-", dir=directory) as scratch:
-        onnx_path = export_onnx(detector, Path(scratch) / "model.onnx", opset=opset)
+        onnx_path = Path(onnx_file) if onnx_file is not None else export_onnx(
+            detector, Path(scratch) / "model.onnx", opset=opset)
         try:
             model = ov.convert_model(str(onnx_path))
             xml = directory / XML_FILE
