@@ -83,7 +83,10 @@ def evaluate_model(
     from cell.runtime_models import load_model_for_runtime
 
     model_dir, out = Path(model_dir), Path(out)
-    model = load_model_for_runtime(model_dir, runtime=runtime, device=device)
+    if runtime == "torch":
+        model = load_trained_model(model_dir, device=device)
+    else:
+        model = load_model_for_runtime(model_dir, runtime=runtime, device=device)
     detector, spec, threshold = model.detector, model.spec, model.threshold
     image_size = int(detector.config.image_size)
     out.mkdir(parents=True, exist_ok=True)

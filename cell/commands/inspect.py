@@ -27,6 +27,7 @@ from cell.inspection import InspectConfig, InspectionSummary, PartResult, run_in
 from cell.local_http import check_bind_host
 from cell.signals import LineJob, LineSignals, build_sinks, parse_signal_kinds
 from cell.runtime_models import load_model_for_runtime
+from cell.training import load_trained_model
 
 EXIT_PART_ERRORS = 3
 
@@ -126,7 +127,10 @@ def inspect_on_cell(
     ``device``: where the model runs (``auto``: a GPU when there is one), whatever it was trained on.
     ``runtime``: ``torch`` | ``onnx`` | ``openvino`` (an exported model: :mod:`cell.runtime_models`)."""
     signals, page = build_line(cell, line or LineOptions(), store_path, console)
-    model = load_model_for_runtime(model_dir, runtime=runtime, device=device, threshold_override=threshold_override)
+    if runtime == "torch":
+        model = load_trained_model(model_dir, device=device, threshold_override=threshold_override)
+    else:
+        model = load_model_for_runtime(model_dir, runtime=runtime, device=device, threshold_override=threshold_override)
     detector, spec, threshold = model.detector, model.spec, model.threshold
     campaign_file = load_campaign_file(campaign_path)
     campaign = name or f"inspect-{datetime.now().strftime('%Y%m%d-%H%M%S')}"

@@ -111,13 +111,13 @@ def _swap_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_format(detector: Any, staging: Path, fmt: str, opset: int, onnx_file: Optional[Path]) -> None:
+def _write_format(detector: Any, staging: Path, fmt: str, opset: int, onnx_file: Optional[Path]) -> Any:
+    """Write the model file(s) of ``fmt``; returns the graph's batch axis (``"batch"`` or ``1``)."""
     if fmt == "onnx":
-        export_onnx(detector, staging / MODEL_FILES["onnx"][0], opset=opset)
-    else:
-        from detectors.export.openvino_export import export_openvino
+        return export_onnx(detector, staging / MODEL_FILES["onnx"][0], opset=opset)
+    from detectors.export.openvino_export import export_openvino
 
-        export_openvino(detector, staging, opset=opset, onnx_file=onnx_file)
+    return export_openvino(detector, staging, opset=opset, onnx_file=onnx_file)
 
 
 def export_model(
@@ -159,7 +159,7 @@ def export_model(
         started = time.perf_counter()
         if onnx_file is not None and fmt != "openvino":
             raise ExportError("onnx_file is only for format openvino")
-        _write_format(detector, staging, fmt, opset, Path(onnx_file) if onnx_file is not None else None)
+        batch = _write_format(detector, staging, fmt, opset, Path(onnx_file) if onnx_file is not None else None)
         export_seconds = time.perf_counter() - started
         for item in copy_files:
             item = Path(item)
@@ -172,10 +172,10 @@ def export_model(
             "opset": opset,
             "exporter": "torch.onnx.export(dynamo=True)" + (" -> openvino.convert_model" if fmt == "openvino" else ""),
             "files": {f: file_sha256(staging / f) for f in MODEL_FILES[fmt]},
-            "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32",
+            "input": {"name": INPUT_NAME, "shape": [batch, 3, size, size], "dtype": "float32",
                       "layout": "NCHW RGB", "range": [0.0, 1.0]},
-            "outputs": {"scores": ["batch"], "maps": ["batch", size, size]},
-            "inference_batch_size": int(detector.config.inference_batch_size),
+            "outputs": {"scores": [batch], "maps": [batch, size, size]},
+            "inference_batch_size": int(detector.config.inference_batch_size) if batch == "batch" else 1,
             "in_graph": list(IN_GRAPH),
             "host": list(ON_HOST),
             "source": dict(source or {}),
@@ -187,7 +187,10 @@ def export_model(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         write_manifest(staging, {**manifest, "parity": None})
-        exported = load_exported(staging)
+        try:
+            exported = load_exported(staging)
+        except ExportError as exc:
+            raise ExportError(f"{name}: the {fmt} export does not load ({exc})") from None
         images = probe if probe is not None else probe_images(size)
         parity = measure(detector, exported, images)
         parity["probe"] = "caller's images" if probe is not None else "detectors.export.parity.probe_images (synthetic)"

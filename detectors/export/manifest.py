@@ -4,7 +4,7 @@ Example (keys always present)::
 
     {"manifest_version": 1, "format": "onnx", "method": "simplenet", "opset": 18,
      "files": {"model.onnx": "<sha256>"},
-     "input": {"name": "images", "shape": ["batch", 3, 256, 256], "dtype": "float32", "layout": "NCHW RGB",
+     "input": {"name": "images", "shape": ["batch", 3, 256, 256]  (batch: "batch" = dynamic, or 1), "dtype": "float32", "layout": "NCHW RGB",
                "range": [0.0, 1.0]},
      "outputs": {"scores": ["batch"], "maps": ["batch", 256, 256]},
      "in_graph": ["clamp to [0, 1]", "backbone input normalisation", ...],
@@ -61,9 +61,9 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         if name not in files:
             raise ExportError(f"{path}: key 'files' lacks '{name}', the {fmt} model file")
     shape = key("input", lambda v: isinstance(v, dict) and isinstance(v.get("shape"), list), "must give the input shape")["shape"]
-    if not (len(shape) == 4 and shape[1] == 3 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape[2:])
+    if not (len(shape) == 4 and shape[0] in ("batch", 1) and shape[1] == 3 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape[2:])
             and shape[2] == shape[3]):
-        raise ExportError(f"{path}: key 'input.shape' = {shape!r}: expected ['batch', 3, S, S] with S >= 1")
+        raise ExportError(f"{path}: key 'input.shape' = {shape!r}: expected ['batch' or 1, 3, S, S] with S >= 1")
     tolerance = key("tolerance", lambda v: isinstance(v, dict), "must be an object")
     for name in ("score_rtol", "map_rtol"):
         value = tolerance.get(name)

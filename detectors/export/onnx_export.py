@@ -43,9 +43,24 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0][:240]}" if lines else type(exc).__name__
 
 
-def export_onnx(detector: Any, path: str | Path, *, opset: int = OPSET) -> Path:
-    """Write ``detector`` (fitted, any device; exported from a CPU copy of its tensors) as an ONNX file at
-    ``path`` (overwritten). Input ``images`` (B, 3, S, S) float32, outputs ``scores`` (B,), ``maps`` (B, S, S).
+def _capture(module: InferenceModule, size: int) -> tuple[torch.export.ExportedProgram, Any]:
+    """``torch.export`` the module with a dynamic batch axis when its code allows one, else at batch 1:
+    -> (program, "batch" | 1). Some methods specialise on the batch size (e.g. a Python loop over a tensor
+    dimension), which ``torch.export`` reports as a violated constraint; batch 1 is what the line scores."""
+    generator = torch.Generator().manual_seed(0)
+    try:
+        example = torch.rand(2, 3, size, size, generator=generator)
+        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+        return torch.export.export(module, (example,), dynamic_shapes=({0: batch},), strict=False), "batch"
+    except Exception:
+        example = torch.rand(1, 3, size, size, generator=generator)
+        return torch.export.export(module, (example,), strict=False), 1
+
+
+def export_onnx(detector: Any, path: str | Path, *, opset: int = OPSET) -> Any:
+    """Write ``detector`` (fitted, on the CPU) as an ONNX file at ``path`` (overwritten). Input ``images``
+    (B, 3, S, S) float32, outputs ``scores`` (B,), ``maps`` (B, S, S). Returns the batch axis of the graph:
+    ``"batch"`` (dynamic) or ``1`` (the method's code fixes the batch size; callers score one image at a time).
 
     Raises :class:`~detectors.export.errors.RuntimeMissing` without ``onnx``/``onnxscript``, and an
     :class:`ExportError` with one line saying why for a detector whose path cannot be captured.
@@ -58,22 +73,20 @@ def export_onnx(detector: Any, path: str | Path, *, opset: int = OPSET) -> Path:
     if detector.device.type != "cpu":
         raise ExportError(f"{name}: export runs on the CPU; load the model with device 'cpu' first")
     size = int(detector.config.image_size)
-    example = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     sink = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                module, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES), dynamic_shapes=({0: batch},), optimize=True,
-                verbose=False, report=False,
+            program, batch = _capture(module, size)
+            onnx_program = torch.onnx.export(
+                program, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES), optimize=True, verbose=False, report=False,
             )
-            if program is None:
+            if onnx_program is None:
                 raise ExportError(f"{name}: torch.onnx.export returned no program")
-            program.save(str(path), external_data=False)
+            onnx_program.save(str(path), external_data=False)
     except ExportError:
         raise
     except Exception as exc:  # the exporter's own errors: one line saying why
         raise ExportError(f"{name}: cannot be exported to ONNX ({_first_line(exc)})") from None
-    return path
+    return batch

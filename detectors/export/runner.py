@@ -160,5 +160,9 @@ def load_exported(directory: str | Path, *, runtime: Optional[str] = None, threa
     count = _threads(threads)
     model_file = directory / MODEL_FILES[fmt][0]
     run = _onnx_runner(model_file, count) if fmt == "onnx" else _openvino_runner(model_file, count)
-    batch_size = int(manifest.get("inference_batch_size", 16)) if isinstance(manifest.get("inference_batch_size"), int) else 16
-    return ExportedModel(directory, manifest, runtime, run, max(1, batch_size))
+    if manifest["input"]["shape"][0] == 1:
+        batch_size = 1  # a graph of fixed batch 1: one image per run
+    else:
+        value = manifest.get("inference_batch_size")
+        batch_size = value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 16
+    return ExportedModel(directory, manifest, runtime, run, batch_size)
