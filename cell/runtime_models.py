@@ -40,15 +40,39 @@ def source_record(model_dir: Path) -> dict[str, Any]:
 
 def export_trained_model(model_dir: Path, fmt: str, out: Optional[Path] = None) -> tuple[Path, dict[str, Any]]:
     """Export the model in ``model_dir`` (loaded on the CPU) as ``fmt`` into ``out`` (default
-    ``model_dir/exported/<fmt>``), with copies of :data:`COPIED_FILES`; returns (out, manifest)."""
+    ``model_dir/exported/<fmt>``), with copies of :data:`COPIED_FILES`; returns (out, manifest).
+
+    OpenVINO is converted from ``model_dir/exported/onnx`` when that export exists, is intact and was made
+    from the current weights (the ONNX translation is the slow step); the parity check runs either way."""
     from detectors.export import default_out, export_model
 
     model_dir = Path(model_dir)
     detector = load_detector(model_dir, device="cpu")
     out = Path(out) if out is not None else default_out(model_dir, fmt)
-    manifest = export_model(detector, out, fmt, source=source_record(model_dir),
+    source = source_record(model_dir)
+    onnx_file = _current_onnx_export(model_dir, source) if fmt == "openvino" else None
+    manifest = export_model(detector, out, fmt, source=source, onnx_file=onnx_file,
                             copy_files=[model_dir / name for name in COPIED_FILES])
     return out, manifest
+
+
+def _current_onnx_export(model_dir: Path, source: dict[str, Any]) -> Optional[Path]:
+    """``model_dir/exported/onnx/model.onnx`` when its manifest records these weights and config and the
+    file is the one exported; else None."""
+    from detectors.export import ExportError, default_out, read_manifest
+
+    directory = default_out(model_dir, "onnx")
+    try:
+        manifest = read_manifest(directory)
+    except ExportError:
+        return None
+    recorded = manifest.get("source", {})
+    model_file = directory / "model.onnx"
+    if (recorded.get("weights_sha256") != source["weights_sha256"]
+            or recorded.get("config_sha256") != source["config_sha256"] or not model_file.is_file()
+            or file_sha256(model_file) != manifest["files"].get("model.onnx")):
+        return None
+    return model_file
 
 
 def _check_not_stale(exported: Path, manifest: dict[str, Any]) -> None:
