@@ -19,7 +19,7 @@ from detectors.thresholds import ThresholdDecision
 
 # The ONE place this feature imports the model directory and input-preparation helpers from (they are
 # moving to detectors.model_dir / detectors.input_prep: repoint these lines, nothing else).
-from cell.model_input import INPUT_FILE, InputSpec
+from cell.model_input import INPUT_FILE, InputSpec, score_capture, working_image  # noqa: F401 - re-exported
 from cell.training import TrainedModel, load_threshold, load_trained_model
 from detectors.model_io import CONFIG_FILE, WEIGHTS_FILE, load_detector
 
