@@ -79,7 +79,7 @@ def test_inspect_with_onnx_records_the_scores_torch_records(exported, tmp_path):
         with CaptureStore(store) as opened:
             (record,) = opened.inspections()
         assert record.verdict in ("OK", "NOK")
-        scores[runtime] = record.scores
+        scores[runtime] = record.scores["poses"]
     assert scores["torch"].keys() == scores["onnx"].keys() and scores["torch"]
     for pose, value in scores["torch"].items():
         assert abs(scores["onnx"][pose] - value) <= 1e-3 * max(abs(value), 1e-3), (pose, value, scores["onnx"][pose])
