@@ -46,8 +46,12 @@ def _first_line(exc: BaseException) -> str:
 def _capture(module: InferenceModule, size: int) -> tuple[torch.export.ExportedProgram, Any]:
     """``torch.export`` the module with a dynamic batch axis when its code allows one, else at batch 1:
     -> (program, "batch" | 1). Some methods specialise on the batch size (e.g. a Python loop over a tensor
-    dimension), which ``torch.export`` reports as a violated constraint; batch 1 is what the line scores."""
+    dimension), which ``torch.export`` reports as a violated constraint; batch 1 is what the line scores.
+    The module runs once eagerly before the capture."""
     generator = torch.Generator().manual_seed(0)
+    # one eager run first: constants a method builds lazily on its first call (e.g. Glance's map weights)
+    # must be built before the capture, or their construction is traced as data-dependent code
+    module(torch.rand(1, 3, size, size, generator=generator))
     try:
         example = torch.rand(2, 3, size, size, generator=generator)
         batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
