@@ -5,7 +5,9 @@ For each registered detector (its smoke config, fitted on six real ../shared/dat
 runtimes' real settings (detectors.export.runner), reproduce the torch model's image scores and maps on the
 bottle test images (one per defect type and a good one) within relative 1e-3 (detectors.export.parity), at
 batch 1 and at the whole batch (where the batch axis is dynamic; CFA and Glance export at batch 1). All
-registered detectors export today; the one-line error of one that cannot is tested in test_export.py.
+registered detectors export to ONNX; Glance's OpenVINO export misses the tolerance on these images and is
+refused in one line (REFUSED; README); the one-line error of a model that cannot be captured at all is
+tested in test_export.py.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 import torch
 
 from detectors import registry
-from detectors.export import export_model, load_exported
+from detectors.export import ExportError, export_model, load_exported
 from detectors.export.parity import MAP_RTOL, SCORE_RTOL, relative_errors
 from detectors.imagesets import MVTecImageSet
 
@@ -23,6 +25,10 @@ from detectors.imagesets import MVTecImageSet
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 SIZE = 64
+#: (detector, runtime) -> the start of the one-line refusal its export gives instead (measured, README).
+REFUSED: dict[tuple[str, str], str] = {
+    ("glance", "openvino"): "glance: the openvino export does not reproduce the torch model (relative error: score",
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +47,8 @@ _EXPORTS: dict[str, tuple] = {}
 
 
 def _exported(name: str, bottle_images, tmp_path_factory):
-    """(detector, onnx dir, openvino dir) of ``name``, fitted and exported once per module."""
+    """(detector, onnx dir, openvino dir, the OpenVINO export's refusal or None) of ``name``, fitted and
+    exported once per module."""
     if name not in _EXPORTS:
         train, images = bottle_images
         cls = registry.detector_class(name)
@@ -49,8 +56,12 @@ def _exported(name: str, bottle_images, tmp_path_factory):
         detector.fit(train)
         root = tmp_path_factory.mktemp(f"export_{name}")
         export_model(detector, root / "onnx", "onnx", probe=images)
-        export_model(detector, root / "openvino", "openvino", probe=images, onnx_file=root / "onnx" / "model.onnx")
-        _EXPORTS[name] = (detector, root / "onnx", root / "openvino")
+        try:
+            export_model(detector, root / "openvino", "openvino", probe=images, onnx_file=root / "onnx" / "model.onnx")
+            refusal = None
+        except ExportError as exc:
+            refusal = str(exc)
+        _EXPORTS[name] = (detector, root / "onnx", root / "openvino", refusal)
     return _EXPORTS[name]
 
 
@@ -58,7 +69,12 @@ def _exported(name: str, bottle_images, tmp_path_factory):
 @pytest.mark.parametrize("name", registry.available())
 def test_exported_model_scores_like_torch_on_real_images(name, runtime, bottle_images, tmp_path_factory):
     _, images = bottle_images
-    detector, onnx_dir, openvino_dir = _exported(name, bottle_images, tmp_path_factory)
+    detector, onnx_dir, openvino_dir, refusal = _exported(name, bottle_images, tmp_path_factory)
+    if (name, runtime) in REFUSED:  # the export is refused in one line and nothing is written
+        assert refusal is not None and refusal.startswith(REFUSED[name, runtime]) and "\n" not in refusal, refusal
+        assert not openvino_dir.exists()
+        return
+    assert runtime == "onnx" or refusal is None, refusal
     runner = load_exported(onnx_dir if runtime == "onnx" else openvino_dir)
     assert runner.runtime == runtime and runner.config.image_size == SIZE
     reference = detector.predict(images)
