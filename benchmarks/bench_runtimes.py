@@ -36,7 +36,8 @@ import torch
 import yaml
 
 from benchmarks.timing import summary_ms, time_repeated, write_json
-from cell.runtime_models import InputSpec, load_model_for_runtime, score_capture, working_image
+from cell.runtime_models import load_model_for_runtime
+from detectors.input_prep import InputSpec, score_capture, working_image
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
