@@ -21,6 +21,7 @@ EXIT_INTERRUPTED = 130
 COMMAND_MODULES: dict[str, str] = {
     "check": "check", "capture": "capture", "dataset": "dataset", "calibrate": "calibrate", "label": "label",
     "train": "train", "eval": "evaluate", "inspect": "inspect", "demo": "demo",
+    "export": "export_model",
 }
 
 #: Subcommand name -> the first paragraph of its help, shown by ``cell --help`` without importing any

@@ -91,13 +91,20 @@ def evaluate_model(
     n_overlays: int = 6,
     progress: Optional[Progress] = None,
     device: str = "auto",
+    runtime: str = "torch",
 ) -> dict[str, Any]:
     """Score the test split of ``data`` with the model in ``model_dir``; write ``out``/metrics.json,
     scores.csv, roc.png, overlays/*.png and report.html. Returns the metrics dict.
-    ``device``: where the model runs (``auto``, ``cpu``, ``cuda[:N]``), whatever it was trained on."""
+    ``device``: where the model runs (``auto``, ``cpu``, ``cuda[:N]``), whatever it was trained on.
+    ``runtime``: ``torch`` | ``onnx`` | ``openvino`` (an exported model: :mod:`cell.runtime_models`)."""
+    from cell.runtime_models import load_model_for_runtime
+
     check_report_folder(Path(out))
     model_dir, out = Path(model_dir), Path(out)
-    model = load_model(model_dir, device=device)
+    if runtime == "torch":
+        model = load_model(model_dir, device=device)
+    else:
+        model = load_model_for_runtime(model_dir, runtime=runtime, device=device)
     detector, spec, threshold = model.detector, model.spec, model.threshold
     image_size = int(detector.config.image_size)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +113,7 @@ def evaluate_model(
     started = time.perf_counter()
     scored: list[ScoredImage] = []
     with open_images(data, "test", campaigns) as all_items:
-        items, excluded = exclude_training_side(all_items, model_dir)
+        items, excluded = exclude_training_side(all_items, model.directory)
         if not items:
             raise CellError(
                 f"{data}: no labelled test images"

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 # rich and torch (through cell.evaluation) are imported inside the command: `cell eval --help` stays fast.
 
 
-def part_level_table(section: dict) -> "Table":
+def part_level_table(section: dict) -> Table:
     """The part-level table: each rule's part AUROC and false rejects at zero miss, and the localisation."""
     from rich.table import Table
 
@@ -55,7 +59,9 @@ def _f(value: float) -> str:
 @click.option("--campaign", "campaigns", multiple=True, help="only these campaigns of a capture store")
 @click.option("--device", default="auto", show_default=True,
               help="where the model runs: auto | cpu | cuda[:N] (whatever it was trained on)")
-def command(model_dir: Path, data: Path, out: Path, campaigns: tuple[str, ...], device: str) -> None:
+@click.option("--runtime", type=click.Choice(["torch", "onnx", "openvino"]), default="torch", show_default=True,
+              help="torch, or an exported model (MODEL itself or MODEL/exported/RUNTIME; see `cell export`)")
+def command(model_dir: Path, data: Path, out: Path, campaigns: tuple[str, ...], device: str, runtime: str) -> None:
     """Evaluate a trained model on a labelled test split (no model selection, scored once)."""
     from rich.console import Console
     from rich.table import Table
@@ -66,7 +72,8 @@ def command(model_dir: Path, data: Path, out: Path, campaigns: tuple[str, ...], 
     check_report_folder(out)  # before the progress display, so a refusal is the only line
     console = Console(stderr=True)
     with progress_callback("scoring", console) as progress:
-        metrics = evaluate_model(model_dir, data, out, campaigns=campaigns or None, progress=progress, device=device)
+        metrics = evaluate_model(model_dir, data, out, campaigns=campaigns or None, progress=progress, device=device,
+                                 runtime=runtime)
     table = Table(title=f"evaluation of {model_dir.name}")
     for column in ("subset", "images", "image AUROC", "pixel AUROC", "AUPRO", "PG0", "F1-max"):
         table.add_column(column, justify="right")

@@ -32,6 +32,7 @@ from cell.inspection import InspectConfig, InspectionSummary, PartJudge, PartRes
 from cell.local_http import check_bind_host
 from cell.part_threshold import PART_THRESHOLD_FILE, read_part_threshold
 from cell.signals import LineJob, LineSignals, build_sinks, parse_signal_kinds
+from cell.runtime_models import load_model_for_runtime
 from detectors.model_dir import load_model
 
 EXIT_PART_ERRORS = 3
@@ -160,17 +161,22 @@ def inspect_on_cell(
     threshold_override: Optional[float] = None,
     part_threshold_override: Optional[float] = None,
     device: str = "auto",
+    runtime: str = "torch",
     console: Console,
 ) -> InspectionSummary:
     """Load everything, then run the loop (shared by ``cell inspect`` and ``cell demo``).
 
-    ``device``: where the model runs (``auto``: a GPU when there is one), whatever it was trained on."""
+    ``device``: where the model runs (``auto``: a GPU when there is one), whatever it was trained on.
+    ``runtime``: ``torch`` | ``onnx`` | ``openvino`` (an exported model: :mod:`cell.runtime_models`)."""
     signals, page = build_line(cell, line or LineOptions(), store_path, console)
     campaign_file = load_campaign_file(campaign_path)
     campaign = name or f"inspect-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     plan = cell.plan(campaign_file.plan)
     judge = part_judge(cell, campaign_file, plan, model_dir, part_threshold_override, console)  # before the model loads
-    model = load_model(model_dir, device=device, threshold_override=threshold_override)
+    if runtime == "torch":
+        model = load_model(model_dir, device=device, threshold_override=threshold_override)
+    else:
+        model = load_model_for_runtime(model_dir, runtime=runtime, device=device, threshold_override=threshold_override)
     detector, spec, threshold = model.detector, model.spec, model.threshold
     console.print(
         f"inspecting {parts} parts x {len(plan)} poses with {model_dir} (part threshold {judge.threshold.value:.5g}, "
@@ -242,11 +248,13 @@ def inspect_on_cell(
               help="allow a non-local bind of the live page and of the OPC UA endpoint")
 @click.option("--device", default="auto", show_default=True,
               help="where the model runs: auto | cpu | cuda[:N] (whatever it was trained on)")
+@click.option("--runtime", type=click.Choice(["torch", "onnx", "openvino"]), default="torch", show_default=True,
+              help="torch, or an exported model (MODEL itself or MODEL/exported/RUNTIME; see `cell export`)")
 def command(cell_path: Path, campaign_path: Path, model_dir: Path, store_path: Path, parts: int,
             name: Optional[str], on_error: str, threshold: Optional[float], part_threshold: Optional[float],
             defect_rate: Optional[float],
             seed: Optional[int], signal_kinds: str, serve: bool, host: str, port: int, allow_remote: bool,
-            device: str) -> int:
+            device: str, runtime: str) -> int:
     """Inspect new parts: OK / NOK / error per part, recorded in the store and signalled to the line."""
     console = Console()
     line = LineOptions(signals=parse_signal_kinds(signal_kinds), serve=serve, host=host, port=port,
@@ -255,8 +263,7 @@ def command(cell_path: Path, campaign_path: Path, model_dir: Path, store_path: P
         cell=load_cell(cell_path, seed=seed, defect_rate=defect_rate), campaign_path=campaign_path,
         model_dir=model_dir, store_path=store_path, parts=parts, name=name,
         config=InspectConfig(on_error=on_error), line=line, threshold_override=threshold,
-        part_threshold_override=part_threshold, device=device,
-        console=console,
+        part_threshold_override=part_threshold, device=device, runtime=runtime, console=console,
     )
     counts = summary.counts()
     console.print(f"OK {counts['OK']}, NOK {counts['NOK']}, error {counts['error']}")
