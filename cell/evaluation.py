@@ -3,6 +3,9 @@
 The test split is an MVTec folder's ``test/`` or the labelled captures of a capture store (optionally some
 campaigns). Nothing here feeds back into training or the threshold: the model directory's threshold is
 applied as it is, and PG0 reports the threshold the test data would have needed (for information only).
+On a capture store, ``metrics.json`` also gets a ``part_level`` section (:mod:`cell.part_evaluation`): every
+fully scored part's views fused into its part map, as the line fuses them, judged with the model's part
+threshold and compared with the old per-image rule; ``report.html`` shows the part maps of the worst parts.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 import cv2
 import numpy as np
 
-from cell.datasets import LabelledImage, open_images
+from cell.datasets import LabelledImage, is_capture_store, open_images
 from cell.errors import CellError
 from cell.overlays import heatmap_overlay, write_png
 from cell.report import write_eval_report
@@ -142,11 +145,79 @@ def evaluate_model(
         metrics["seconds_per_image"] = seconds / len(scored)
         metrics["excluded_training_side_images"] = excluded
         overlays = _write_overlays(scored, threshold.value, out / "overlays", n_overlays)
+        if is_capture_store(data):
+            metrics["part_level"] = _part_level(model_dir, Path(data), scored, out)
     _write_scores_csv(out / "scores.csv", scored, verdicts)
     _write_roc(out / "roc.png", scores, labels, threshold.value)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
     write_eval_report(out / "report.html", metrics, overlays)
     return metrics
+
+
+def _part_level(model_dir: Path, data: Path, scored: list[ScoredImage], out: Path, n_figures: int = 3) -> dict[str, Any]:
+    """The ``part_level`` section: parts whose every capture was scored here, fused with the model's part-map
+    settings (``part_threshold.json``; the defaults without one) from the working-resolution maps."""
+    from acquisition.store import CaptureStore
+    from cell.part_evaluation import PartOutcome, part_level_metrics
+    from cell.part_map import PartMapConfig, PartMapError, PoseResult
+    from cell.part_map_overlay import part_map_overlay
+    from cell.part_scoring import StoredPartMaps
+    from cell.part_threshold import PART_THRESHOLD_FILE, read_part_threshold
+
+    stored = read_part_threshold(model_dir) if (model_dir / PART_THRESHOLD_FILE).is_file() else None
+    try:
+        config = PartMapConfig.model_validate(stored.part_map if stored is not None else {})
+    except ValueError as exc:
+        raise CellError(f"{model_dir / PART_THRESHOLD_FILE}: key 'part_map': {str(exc).splitlines()[-1]}") from None
+    groups: dict[tuple[str, str], list[ScoredImage]] = {}
+    for s in scored:
+        if s.item.capture_id is not None and s.item.part_id is not None:
+            groups.setdefault((s.item.source.split("/")[0], s.item.part_id), []).append(s)
+    outcomes: list[PartOutcome] = []
+    skipped: dict[str, int] = {}
+    with CaptureStore(data) as store:
+        maps = StoredPartMaps(store, config)
+        masks = store.mask_infos()
+        labels = {p.part_id: p.label for p in store.parts()}
+        for (campaign, part_id), items in groups.items():
+            records = store.captures(campaign=campaign, part_id=part_id)
+            if len(records) != len(items) or labels.get(part_id) not in ("good", "defective"):
+                skipped["not every capture of the part was scored"] = skipped.get("not every capture of the part was scored", 0) + 1
+                continue
+            by_id = {r.id: r for r in records}
+            try:
+                acc = maps.accumulator(records[0])
+                for s in items:
+                    record = by_id[int(s.item.capture_id)]  # type: ignore[arg-type]
+                    acc.add(PoseResult(record.pose_id, s.score, s.eval_map, np.asarray(record.actual_pose, dtype=float),
+                                       (record.height, record.width)), image=s.item.load())
+                part_map = acc.finish()
+                truth = maps.truth(records, masks) if labels[part_id] == "defective" else None
+            except PartMapError as exc:
+                reason = str(exc).split(":", 1)[-1].strip()
+                skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            outcomes.append(PartOutcome(part_id, campaign, labels[part_id], part_map,
+                                        max(s.score for s in items), truth))
+    if not outcomes:
+        return {"n_parts": 0, "skipped_parts": skipped}
+    threshold = None if stored is None else stored.value
+    section = part_level_metrics(outcomes, threshold, {
+        "fusion": config.describe(), "cell_mm": config.cell_mm, "skipped_parts": skipped,
+        "part_threshold_policy": None if stored is None else stored.policy})
+    shown = section["localisation"]["threshold"] if section.get("localisation") else (threshold or 0.0)
+    worst_good = sorted((o for o in outcomes if o.label == "good"), key=lambda o: -o.score)[:n_figures]
+    worst_defective = sorted((o for o in outcomes if o.label == "defective"), key=lambda o: o.score)[:n_figures]
+    figures = []
+    for kind, group in (("good parts with the highest part scores", worst_good),
+                        ("defective parts with the lowest part scores", worst_defective)):
+        for o in group:
+            name = f"part_maps/{o.campaign}_{o.part_id}.png"
+            truth = None if o.truth is None else np.nan_to_num(o.truth.fused) > 0.5
+            write_png(out / name, part_map_overlay(o.part_map, shown, truth=truth))
+            figures.append({"file": name, "part_id": o.part_id, "label": o.label, "score": o.score, "group": kind})
+    section["figures"] = figures
+    return section
 
 
 def _metrics(scored: list[ScoredImage], scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

@@ -48,6 +48,37 @@ def _figures(entries: list[dict[str, Any]]) -> str:
     return f"<div class='grid'>{''.join(figures)}</div>"
 
 
+def _fmt_value(value: Any) -> str:
+    return _fmt(value)
+
+
+def _part_level(section: Any) -> str:
+    """The part-level section: both rules side by side, localisation, and the worst parts' maps."""
+    if not section or not section.get("rules"):
+        return ""
+
+    def _fmt(value: Any) -> str:  # noqa: F811 - None (not measurable here) reads n/a
+        return "n/a" if value is None else _fmt_value(value)
+
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(r['auroc'])}</td>"
+        f"<td>{_fmt(r['at_zero_miss'].get('false_reject_rate'))}</td></tr>" for name, r in section["rules"].items())
+    loc = section.get("localisation") or {}
+    err = (loc.get("centroid_error_mm") or {}).get("median")
+    figures = "".join(
+        f"<figure><img src='{html.escape(f['file'])}' alt='part map'><figcaption>{html.escape(f['part_id'])} "
+        f"({html.escape(f['label'])}) part score {f['score']:.4g}<br>{html.escape(f['group'])}</figcaption></figure>"
+        for f in section.get("figures", []))
+    return f"""<h2>Part level (fusion {html.escape(str(section.get('fusion')))})</h2>
+<p>{section['n_good_parts']} good and {section['n_defective_parts']} defective parts, every view fused into one part
+map as the line does; the old rule judges a part by its worst view.</p>
+<table><tr><th>rule</th><th>part AUROC</th><th>false rejects at zero miss</th></tr>{rows}</table>
+<p>Localisation at {html.escape(str(section.get('localisation_threshold_source')))}: {loc.get('hit', 0)} of
+{loc.get('true_defects', 0)} true defects hit, {_fmt(loc.get('false_defects_per_good_part'))} false defects per good
+part, median centroid error {_fmt(err)} mm.</p>
+<div class='grid'>{figures}</div><p>White: reported defects; green: true defect regions; black: not seen.</p>"""
+
+
 def write_eval_report(path: Path, metrics: dict[str, Any], overlays: dict[str, list[dict[str, Any]]]) -> Path:
     """Write the evaluation report page ``path`` (roc.png and overlays/ live beside it)."""
     threshold = metrics["threshold"]
@@ -73,6 +104,7 @@ It is reported for information; choosing the threshold from it would be test-set
 <h2>Worst misses (defective images with the lowest scores)</h2>{_figures(overlays['worst_misses'])}
 <h2>False alarms (good images with the highest scores)</h2>{_figures(overlays['false_alarms'])}
 <p>White outlines: ground-truth masks. Colours: anomaly map on one scale for all images.</p>
+{_part_level(metrics.get("part_level"))}
 </body></html>"""
     path.write_text(body, encoding="utf-8")
     return path

@@ -3,7 +3,9 @@
 The model directory (layout and every read and write: :mod:`detectors.model_dir`) holds the detector's
 config and weights, the input spec (how captures become inputs: :mod:`detectors.input_prep`), the decision
 threshold with its policy and validation statistics, the provenance (data source, every training/validation
-image with its hash, seed, split, software versions, the weights' sha256) and the training statistics.
+image with its hash, seed, split, software versions, the weights' sha256) and the training statistics;
+trained on a capture store, also the part threshold (``part_threshold.json``: the threshold on fused part maps,
+the part-map settings it is valid for and its provenance: held-out good PARTS fused as the line fuses them).
 
 The threshold is chosen only on data carved from the TRAINING side: held-out good parts and, when the
 training data has labelled defective captures, those (policy ``zero_miss``); never on a test split.
@@ -25,9 +27,11 @@ import detectors
 from cell.config import read_yaml_mapping, validate_mapping
 from cell.datasets import LabelledImage, is_capture_store, open_images, split_by_part
 from cell.errors import CellError, ConfigFileError
+from cell.part_map import PartMapConfig, PartMapError
+from cell.part_threshold import PartThreshold, part_threshold_document
 from detectors import registry
 from detectors.imagesets import InMemoryImageSet
-from detectors.input_prep import InputSpec, fit_inputs, score_working
+from detectors.input_prep import InputSpec, fit_inputs, score_capture, score_working
 from detectors.model_dir import write_model_dir
 from detectors.registry import validate_config
 from detectors.thresholds import ThresholdDecision, choose_threshold
@@ -44,6 +48,9 @@ class ThresholdConfig(BaseModel):
     quantile: float = Field(0.99, gt=0.0, le=1.0)
     manual: Optional[float] = None
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of good parts held out")
+    part_policy: Optional[Literal["auto", "good_quantile", "zero_miss", "manual"]] = Field(
+        None, description="policy of the part threshold (None: the same as policy)")
+    part_manual: Optional[float] = Field(None, description="part threshold of policy manual")
 
 
 class TrainConfig(BaseModel):
@@ -55,6 +62,7 @@ class TrainConfig(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     input: Optional[InputSpec] = None
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    part_map: PartMapConfig = Field(default_factory=PartMapConfig)
 
 
 def load_train_config(
@@ -142,7 +150,16 @@ def train_model(
         stats = detector.fit(train_set, progress=progress)
         train_seconds = time.perf_counter() - started
         log("scoring held-out good images and validation defects for the threshold")
-        good_scores = _score_items(detector, holdout, spec)
+        part_threshold = None
+        good_scores = None
+        if is_capture_store(data):
+            log("fusing held-out good parts (and labelled defective parts) into part maps for the part threshold")
+            try:
+                good_scores, part_threshold = _part_threshold(detector, spec, data, holdout, campaigns, train_config)
+            except PartMapError as exc:  # e.g. captures without a recorded plan: no part threshold, said so
+                log(f"no part threshold (the model can still score images; `cell inspect` needs --part-threshold): {exc}")
+        if good_scores is None:
+            good_scores = _score_items(detector, holdout, spec)
         defect_scores = _score_items(detector, defects, spec)
         decision = _decide(threshold_config, good_scores, defect_scores)
         provenance = {
@@ -161,11 +178,14 @@ def train_model(
         "train_inputs": len(train_set),
         "train_seconds": round(train_seconds, 3),
         "threshold": decision.to_dict(),
+        "part_threshold": None if part_threshold is None else {
+            **part_threshold.decision.to_dict(), "part_map": part_threshold.part_map},
         "fit_stats": _jsonable(stats),
     }
     if checkpoint_dir is not None:  # the model directory does not point at a folder that is about to go
         detector.config = detector.config.model_copy(update={"checkpoint_dir": None})
-    write_model_dir(out, detector, spec=spec, threshold=decision, provenance=provenance, training=summary, force=force)
+    write_model_dir(out, detector, spec=spec, threshold=decision, provenance=provenance, training=summary, force=force,
+                    part_threshold=None if part_threshold is None else part_threshold_document(part_threshold))
     if checkpoint_dir is not None:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
@@ -203,6 +223,58 @@ def _decide(config: ThresholdConfig, good_scores: np.ndarray, defect_scores: np.
         quantile=config.quantile,
         manual=config.manual,
     )
+
+
+def _part_threshold(detector: Any, spec: InputSpec, data: Path, holdout: Sequence[LabelledImage],
+                    campaigns: Optional[Sequence[str]], train_config: TrainConfig) -> tuple[np.ndarray, PartThreshold]:
+    """Score the held-out good images (-> their image scores, in ``holdout``'s order) and fuse them by part,
+    with the labelled defective parts of the training side, into part maps; choose the part threshold on
+    those part scores with the part policy. Training-side data only, as for the image threshold."""
+    from acquisition.store import CaptureStore
+    from cell.part_scoring import StoredPartMaps, captures_by_part
+
+    config = train_config.threshold
+    image_scores: dict[int, float] = {}
+    good_parts: dict[str, float] = {}
+    defect_parts: dict[str, float] = {}
+    score = lambda pixels: score_capture(detector, pixels, spec)  # noqa: E731
+    with CaptureStore(data) as store:
+        maps = StoredPartMaps(store, train_config.part_map)
+        records = captures_by_part(store.get_capture(int(i.capture_id)) for i in holdout if i.capture_id is not None)
+        try:
+            for part_id, part_records in records.items():
+                part_map = maps.fuse(part_records, score, on_score=lambda r, v: image_scores.__setitem__(r.id, v))
+                good_parts[part_id] = _part_score(part_map, part_id)
+            wanted = set(campaigns) if campaigns else None
+            for part in store.parts():
+                if part.label != "defective":
+                    continue
+                part_records = [r for r in store.captures(part_id=part.part_id)
+                                if wanted is None or r.campaign in wanted]
+                if part_records:
+                    defect_parts[part.part_id] = _part_score(maps.fuse(part_records, score), part.part_id)
+        except PartMapError as exc:
+            raise PartMapError(f"{data}: cannot fuse the held-out parts: {exc}") from None
+    image = np.array([image_scores[int(i.capture_id)] if i.capture_id is not None
+                      else score_capture(detector, i.load(), spec)[0] for i in holdout], dtype=np.float64)
+    policy = config.part_policy or config.policy
+    part_config = config.model_copy(update={"policy": policy, "manual": config.part_manual})
+    if policy == "manual" and config.part_manual is None:
+        raise CellError("part threshold policy 'manual' needs threshold.part_manual")
+    decision = _decide(part_config, np.array(list(good_parts.values())), np.array(list(defect_parts.values())))
+    provenance = {
+        "chosen_on": "training side: held-out good parts (and labelled defective parts), fused like the line",
+        "data": str(Path(data).resolve()), "campaigns": list(campaigns or []),
+        "holdout_good_parts": {k: round(v, 6) for k, v in good_parts.items()},
+        "defective_parts": {k: round(v, 6) for k, v in defect_parts.items()},
+    }
+    return image, PartThreshold(decision, train_config.part_map.model_dump(mode="json"), provenance)
+
+
+def _part_score(part_map: Any, part_id: str) -> float:
+    if part_map.coverage < part_map.config.min_coverage or part_map.score is None:
+        raise PartMapError(f"part {part_id}: its views cover only {part_map.coverage:.1%} of the plan's part")
+    return float(part_map.score)
 
 
 def _provenance(item: LabelledImage) -> dict[str, Any]:

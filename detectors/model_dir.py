@@ -177,10 +177,12 @@ def write_model_dir(
     provenance: Mapping[str, Any],
     training: Optional[Mapping[str, Any]] = None,
     force: bool = False,
+    part_threshold: Optional[Mapping[str, Any]] = None,
 ) -> Path:
     """Write a trained model directory at ``out``: the detector (:func:`save_detector`), ``input.json``,
     ``threshold.json``, ``provenance.json`` (``provenance`` plus ``versions`` and ``weights_sha256``, added
-    here) and ``training.json`` (when ``training`` is given). Returns ``out``.
+    here), ``training.json`` (when ``training`` is given) and ``part_threshold.json`` (when ``part_threshold``
+    is given, see :func:`write_part_threshold`). Returns ``out``.
 
     Built in ``.<name>.partial`` beside ``out`` and renamed into place at the end; with ``force`` an existing
     ``out`` is swapped out and removed only once the new one is in place. Without ``force`` an existing
@@ -208,6 +210,8 @@ def write_model_dir(
         _write_json(staging / PROVENANCE_FILE, record)
         if training is not None:
             _write_json(staging / TRAINING_FILE, dict(training))
+        if part_threshold is not None:
+            write_part_threshold(staging, part_threshold)
         old = out.parent / f".{out.name}.old"
         if out.exists():
             if old.exists():

@@ -21,6 +21,8 @@ from acquisition.sim.fabric import HiddenTow, TexelGrid, WeavePattern
 FOREIGN_OBJECT_KINDS = ("nut", "washer", "screwdriver", "metal_part")
 FABRIC_FAULT_KINDS = ("fold", "stain", "missing_thread", "broken_thread")
 DEFECT_KINDS = FOREIGN_OBJECT_KINDS + FABRIC_FAULT_KINDS
+#: The kinds of the ``hard`` scene (subtle variants, see :func:`sample_defect`): no bright tools on the sheet.
+SUBTLE_KINDS = ("broken_thread", "missing_thread", "stain", "fold", "metal_part")
 
 _SUPERSAMPLE = 4  # polygons are rasterised at 4x and area-averaged: anti-aliased edges, exact coverage
 
@@ -232,11 +234,40 @@ _SAMPLERS: dict[str, Callable[[np.random.Generator], tuple[dict, float]]] = {
 }
 
 
-def sample_defect(kind: str, rng: np.random.Generator) -> DefectSpec:
-    """Draw the random parameters of one defect of ``kind`` (one of :data:`DEFECT_KINDS`)."""
+def _subtle(kind: str, rng: np.random.Generator, contrast: float) -> tuple[dict, float]:
+    """The ``hard`` scene's subtle variant of ``kind``: a single short broken or missing thread, a faint small
+    stain, a shallow narrow fold, a small metal part of fibre-like grey. ``contrast`` (0..1] scales how much the
+    stain, fold and metal part differ from the fabric."""
+    if kind == "stain":
+        r = rng.uniform(2.5e-3, 6e-3)
+        return {"radius": r, "strength": contrast * rng.uniform(0.10, 0.22),
+                "colour": int(rng.integers(len(_STAIN_COLOURS)))}, r * 1.25
+    if kind == "fold":
+        length = rng.uniform(10e-3, 25e-3)
+        return {"length": length, "width": rng.uniform(2e-3, 4e-3), "angle": rng.uniform(0, np.pi),
+                "shift": rng.uniform(0.6, 1.5), "depth": contrast * rng.uniform(0.3, 0.6)}, length / 2.0 + 1e-3
+    if kind == "missing_thread":
+        length = rng.uniform(6e-3, 15e-3)
+        return {"length": length, "direction": "warp" if rng.random() < 0.5 else "weft"}, length / 2.0 + 4e-3
+    if kind == "broken_thread":
+        gap = rng.uniform(0.8e-3, 2e-3)
+        return {"gap": gap, "direction": "warp" if rng.random() < 0.5 else "weft",
+                "strands": int(rng.integers(1, 3))}, gap / 2.0 + 8e-3
+    if kind == "metal_part":
+        params, radius = _sample_metal_part(rng)
+        size = rng.uniform(2e-3, 4e-3)
+        params.update(vertices=params["vertices"] / params["size"] * size, size=size, hole=False, dark=False,
+                      fibre=float(contrast))
+        return params, size * 1.05
+    raise ValueError(f"defect kind {kind!r} has no subtle variant; subtle kinds: {', '.join(SUBTLE_KINDS)}")
+
+
+def sample_defect(kind: str, rng: np.random.Generator, *, subtle: bool = False, contrast: float = 1.0) -> DefectSpec:
+    """Draw the random parameters of one defect of ``kind`` (one of :data:`DEFECT_KINDS`); ``subtle``: the
+    ``hard`` scene's variant (one of :data:`SUBTLE_KINDS`, ``contrast`` scaling its visibility)."""
     if kind not in _SAMPLERS:
         raise ValueError(f"unknown defect kind {kind!r}; known: {', '.join(DEFECT_KINDS)}")
-    params, radius = _SAMPLERS[kind](rng)
+    params, radius = _subtle(kind, rng, contrast) if subtle else _SAMPLERS[kind](rng)
     return DefectSpec(kind=kind, params=params, radius_m=float(radius))
 
 
@@ -286,6 +317,9 @@ def _draw_metal_part(p: dict, patch: _Patch, albedo, weave, rng, s) -> np.ndarra
     holes = [_regular_polygon(p["size"] / s * 0.2, 24, 0.0)] if p["hole"] else []
     cov = patch.coverage([hull], holes)
     base = _DARK_STEEL if p["dark"] else _STEEL
+    if "fibre" in p:  # the hard scene: grey like the fibre, ``fibre`` (0..1] of the way from the fabric to steel
+        fabric = np.float32(weave.config.brightness) * np.asarray(weave.config.tint_rgb, dtype=np.float32)
+        base = (fabric + np.float32(p["fibre"]) * (_STEEL - fabric)).astype(np.float32)
     return _blend(albedo, patch, cov, _metal(patch, cov, base, p["size"] / s, rng, weave))
 
 
@@ -309,6 +343,10 @@ def _draw_fold(p: dict, patch: _Patch, albedo, weave, rng, s) -> np.ndarray:
     grey, _ = weave.shade(u, v, patch.rows, patch.cols)
     ridge = 0.85 + 0.5 * (1.0 - t * t) * (0.5 - 0.5 * t)
     crease = 1.0 - 0.55 * np.exp(-(((np.abs(t) - 1.0) / 0.12) ** 2))
+    if "depth" in p:  # a shallow fold (the hard scene): ridge and crease ``depth`` (0..1] of the default's
+        depth = np.float32(p["depth"])
+        ridge = 1.0 + depth * (ridge - 1.0)
+        crease = 1.0 - depth * (1.0 - crease)
     grey = np.clip(grey * ridge * crease, 0.0, 1.0)
     colour = weave.colorize(grey, patch.u(), patch.v())
     return _blend(albedo, patch, inside.astype(np.float32), colour)

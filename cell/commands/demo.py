@@ -153,6 +153,14 @@ def command(config_path: Path, out: Path, good_parts: Optional[int], inspect_par
             f"per image: AUROC {metrics['image_auroc']:.3f}, pixel AUROC {metrics['pixel_auroc']:.3f}, "
             f"AUPRO {metrics['aupro']:.3f}, PG0 {metrics['pg0']:.2f}"
         )
+        part_level = metrics.get("part_level") or {}
+        if part_level.get("rules"):
+            from cell.commands.evaluate import describe_localisation, part_level_table
+
+            console.print(part_level_table(part_level))
+            console.print(describe_localisation(part_level))
+            if part_level.get("figures"):
+                console.print(f"a part map: {report_dir / part_level['figures'][0]['file']}")
         report = f"{report_dir / 'report.html'}"
     else:
         report = "none (the inspected parts were all of one kind; run with more --inspect-parts)"

@@ -6,10 +6,45 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
 # rich and torch (through cell.evaluation) are imported inside the command: `cell eval --help` stays fast.
+
+
+def part_level_table(section: dict) -> Table:
+    """The part-level table: each rule's part AUROC and false rejects at zero miss, and the localisation."""
+    from rich.table import Table
+
+    table = Table(title=f"part level: {section['n_good_parts']} good, {section['n_defective_parts']} defective parts "
+                        f"(fusion {section.get('fusion')})")
+    for column in ("rule", "part AUROC", "false rejects at zero miss", "at the part threshold"):
+        table.add_column(column, justify="right")
+    at = section.get("at_part_threshold")
+    for name, rule in section["rules"].items():
+        zm = rule["at_zero_miss"]
+        frr = "n/a" if zm.get("false_reject_rate") is None else f"{zm['false_rejects']}/{zm['good_parts']} ({zm['false_reject_rate']:.0%})"
+        here = ""
+        if name == "part_map" and at is not None:
+            here = f"{at['missed_defective_parts']} missed, {at['false_rejects']} false rejects"
+        table.add_row("fused part map" if name == "part_map" else "worst view (old rule)", _f(rule["auroc"]), frr, here)
+    return table
+
+
+def describe_localisation(section: dict) -> str:
+    loc = section.get("localisation") or {}
+    if not loc:
+        return "localisation: n/a"
+    err = (loc.get("centroid_error_mm") or {}).get("median")
+    hit = "n/a" if loc.get("hit_rate") is None else f"{loc['hit_rate']:.0%}"
+    fdg = loc.get("false_defects_per_good_part")
+    return (f"localisation ({section.get('localisation_threshold_source')}): {loc['hit']}/{loc['true_defects']} true "
+            f"defects hit ({hit}), {('n/a' if fdg is None else f'{fdg:.2f}')} false defects per good part, "
+            f"median centroid error {('n/a' if err is None else f'{err:.1f} mm')}")
 
 
 def _f(value: float) -> str:
@@ -47,6 +82,10 @@ def command(model_dir: Path, data: Path, out: Path, campaigns: tuple[str, ...], 
         table.add_row(name, str(m["n_images"]), _f(m["image_auroc"]), _f(m.get("pixel_auroc")),
                       _f(m.get("aupro")), _f(m["pg0"]), _f(m["f1_max"]))
     Console().print(table)
+    part_level = metrics.get("part_level")
+    if part_level and part_level.get("rules"):
+        Console().print(part_level_table(part_level))
+        console.print(describe_localisation(part_level))
     if metrics["excluded_training_side_images"]:
         console.print(f"[yellow]left out {metrics['excluded_training_side_images']} images the model was trained "
                       "or thresholded on[/]")

@@ -4,8 +4,12 @@
                  --model models/simplenet --store DATASET --parts 20 [--on-error continue|stop] \\
                  [--signal digital_output,opcua,mqtt] [--serve [--port 8766]] [--allow-remote]
 
-One live line per part (verdict, worst pose, score vs threshold); every part gets a row in the store with
-its verdict, per-pose scores and, for NOK parts, heatmaps. ``--signal`` names the line signals that get each
+Each part is judged on its part map (every pose's anomaly map projected onto the part and fused, see
+:mod:`cell.part_map`) with the model's part threshold (``part_threshold.json``, or ``--part-threshold``). One
+live line per part (``NOK  2 defects, largest 14 mm2 at (120.5, 45.0) mm``); every part gets a row in the
+store with its verdict, defects (mm), part threshold, fusion rule, coverage, per-pose scores, the part-map
+overlay PNG and the raw fused map (.npy) and, for NOK parts, per-pose heatmaps. A plan that does not cover the
+part is reported before the line starts. ``--signal`` names the line signals that get each
 result (:mod:`cell.signals`), ``--serve`` the live line page (:mod:`cell.line_view`); their counters (sent,
 dropped, failed, rejected) go into the campaign's summary in the store under ``signals``. Exit code 0 when
 every part was inspected (OK or NOK), 3 when some part ended in ``error`` (a fault never counts as OK).
@@ -24,8 +28,9 @@ from acquisition.store import CaptureStore
 from cell.cell_factory import Cell, load_campaign_file, load_cell
 from cell.commands.options import finite_threshold
 from cell.errors import CellError
-from cell.inspection import InspectConfig, InspectionSummary, PartResult, run_inspection
+from cell.inspection import InspectConfig, InspectionSummary, PartJudge, PartResult, run_inspection
 from cell.local_http import check_bind_host
+from cell.part_threshold import PART_THRESHOLD_FILE, read_part_threshold
 from cell.signals import LineJob, LineSignals, build_sinks, parse_signal_kinds
 from cell.runtime_models import load_model_for_runtime
 from detectors.model_dir import load_model
@@ -64,6 +69,41 @@ class LineOptions:
     host: str = "127.0.0.1"
     port: int = 8766
     allow_remote: bool = False
+
+
+def part_judge(cell: Cell, campaign_file: Any, plan: list[Any], model_dir: Path,
+               part_threshold_override: Optional[float], console: Console) -> PartJudge:
+    """How the line decides: the part map with the model's part threshold (or ``--part-threshold``), the
+    camera model and mount in force, and the plan's part outline. Warns when the plan does not cover the
+    part (or, on the simulated cell, the sheets are larger than the plan's part)."""
+    from cell.part_map import PartFrame, PartMapConfig, planned_coverage
+    from detectors.thresholds import ThresholdDecision
+
+    if cell.camera_model is None or cell.T_flange_cam is None:
+        raise CellError(f"{cell.source}: the part map needs the camera model and T_flange_cam: set 'calibration:' "
+                        "in the cell file (run `cell calibrate`)")
+    stored = None
+    if part_threshold_override is None or (model_dir / PART_THRESHOLD_FILE).is_file():
+        stored = read_part_threshold(model_dir)
+    try:
+        config = PartMapConfig.model_validate(stored.part_map if stored is not None else {})
+    except ValueError as exc:
+        raise CellError(f"{model_dir / PART_THRESHOLD_FILE}: key 'part_map': {str(exc).splitlines()[-1]}") from None
+    threshold = (ThresholdDecision(value=float(part_threshold_override), policy="manual")
+                 if part_threshold_override is not None else stored.decision)  # type: ignore[union-attr]
+    part = PartFrame.from_plan(campaign_file.plan)
+    coverage = planned_coverage(plan, cell.camera_model, cell.T_flange_cam, part, config)
+    if coverage < config.min_coverage:
+        console.print(f"[yellow]warning:[/] the plan's views cover only {coverage:.1%} of its "
+                      f"{part.size_m[0]:.3g} x {part.size_m[1]:.3g} m part: every part will end in error")
+    if cell.scene is not None:
+        sheet = (cell.scene.config.sheet_width_m, cell.scene.config.sheet_height_m)
+        if sheet[0] > part.size_m[0] + 1e-9 or sheet[1] > part.size_m[1] + 1e-9:
+            console.print(f"[yellow]warning:[/] the simulated sheets are {sheet[0]:.3g} x {sheet[1]:.3g} m but the "
+                          f"plan inspects a {part.size_m[0]:.3g} x {part.size_m[1]:.3g} m part: the rest of each "
+                          "sheet is not inspected (use a plan whose part_size_m matches the sheets)")
+    return PartJudge(threshold=threshold, camera=cell.camera_model, T_flange_cam=cell.T_flange_cam, part=part,
+                     config=config)
 
 
 def _cell_folder(cell: Cell) -> Optional[Path]:
@@ -119,6 +159,7 @@ def inspect_on_cell(
     config: InspectConfig,
     line: Optional[LineOptions] = None,
     threshold_override: Optional[float] = None,
+    part_threshold_override: Optional[float] = None,
     device: str = "auto",
     runtime: str = "torch",
     console: Console,
@@ -128,22 +169,23 @@ def inspect_on_cell(
     ``device``: where the model runs (``auto``: a GPU when there is one), whatever it was trained on.
     ``runtime``: ``torch`` | ``onnx`` | ``openvino`` (an exported model: :mod:`cell.runtime_models`)."""
     signals, page = build_line(cell, line or LineOptions(), store_path, console)
+    campaign_file = load_campaign_file(campaign_path)
+    campaign = name or f"inspect-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    plan = cell.plan(campaign_file.plan)
+    judge = part_judge(cell, campaign_file, plan, model_dir, part_threshold_override, console)  # before the model loads
     if runtime == "torch":
         model = load_model(model_dir, device=device, threshold_override=threshold_override)
     else:
         model = load_model_for_runtime(model_dir, runtime=runtime, device=device, threshold_override=threshold_override)
     detector, spec, threshold = model.detector, model.spec, model.threshold
-    campaign_file = load_campaign_file(campaign_path)
-    campaign = name or f"inspect-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    plan = cell.plan(campaign_file.plan)
     console.print(
-        f"inspecting {parts} parts x {len(plan)} poses with {model_dir} "
-        f"(threshold {threshold.value:.5g}, {threshold.policy}); campaign {campaign} in {store_path}"
+        f"inspecting {parts} parts x {len(plan)} poses with {model_dir} (part threshold {judge.threshold.value:.5g}, "
+        f"{judge.threshold.policy}, fusion {judge.config.describe()}); campaign {campaign} in {store_path}"
     )
     # The cell file's capture settings (camera timeout, retries) hold on the line as in a campaign.
     config = config.model_copy(update={"camera_retries": cell.config.capture.camera_retries,
                                        "capture_timeout_s": cell.config.capture.timeout_s})
-    signals.set_job(LineJob(campaign=campaign, model=str(model_dir), threshold=threshold.value))
+    signals.set_job(LineJob(campaign=campaign, model=str(model_dir), threshold=judge.threshold.value))
     with CaptureStore(store_path, create=True) as store:
         try:
             with signals, cell:
@@ -160,7 +202,8 @@ def inspect_on_cell(
                     parts=parts, campaign=campaign, detector=detector, spec=spec, threshold=threshold,
                     config=config, on_new_part=cell.on_new_part, signal=signals,
                     on_part=lambda r, i, n: print_part_line(console, r, i, n), model_dir=model_dir,
-                    calibration_id=cell.calibration_id,
+                    calibration_id=cell.calibration_id, judge=judge,
+                    campaign_config={"plan": campaign_file.plan.model_dump(mode="json"), "geometry": cell.describe()},
                 )
         finally:
             cell.line_feed = None
@@ -188,7 +231,10 @@ def inspect_on_cell(
 @click.option("--on-error", type=click.Choice(["continue", "stop"]), default="continue",
               help="after a part ends in error: recover and go on, or stop")
 @click.option("--threshold", type=float, default=None, callback=finite_threshold,
-              help="override the model's threshold (policy manual; a finite number)")
+              help="override the model's per-image threshold (policy manual; a finite number)")
+@click.option("--part-threshold", type=float, default=None, callback=finite_threshold,
+              help="the part threshold on the fused part map (policy manual; a finite number) instead of the "
+                   "model's part_threshold.json")
 @click.option("--defect-rate", type=float, default=None, help="simulated cell: share of defective parts")
 @click.option("--seed", type=int, default=None, help="simulated cell: override the seed")
 @click.option("--signal", "signal_kinds", default="none", show_default=True,
@@ -205,7 +251,8 @@ def inspect_on_cell(
 @click.option("--runtime", type=click.Choice(["torch", "onnx", "openvino"]), default="torch", show_default=True,
               help="torch, or an exported model (MODEL itself or MODEL/exported/RUNTIME; see `cell export`)")
 def command(cell_path: Path, campaign_path: Path, model_dir: Path, store_path: Path, parts: int,
-            name: Optional[str], on_error: str, threshold: Optional[float], defect_rate: Optional[float],
+            name: Optional[str], on_error: str, threshold: Optional[float], part_threshold: Optional[float],
+            defect_rate: Optional[float],
             seed: Optional[int], signal_kinds: str, serve: bool, host: str, port: int, allow_remote: bool,
             device: str, runtime: str) -> int:
     """Inspect new parts: OK / NOK / error per part, recorded in the store and signalled to the line."""
@@ -215,8 +262,8 @@ def command(cell_path: Path, campaign_path: Path, model_dir: Path, store_path: P
     summary = inspect_on_cell(
         cell=load_cell(cell_path, seed=seed, defect_rate=defect_rate), campaign_path=campaign_path,
         model_dir=model_dir, store_path=store_path, parts=parts, name=name,
-        config=InspectConfig(on_error=on_error), line=line, threshold_override=threshold, device=device,
-        runtime=runtime, console=console,
+        config=InspectConfig(on_error=on_error), line=line, threshold_override=threshold,
+        part_threshold_override=part_threshold, device=device, runtime=runtime, console=console,
     )
     counts = summary.counts()
     console.print(f"OK {counts['OK']}, NOK {counts['NOK']}, error {counts['error']}")

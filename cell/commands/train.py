@@ -48,4 +48,8 @@ def command(detector_config: Path, data: Path, out: Path, campaigns: tuple[str, 
         f"({summary['train_inputs']} inputs) in {summary['train_seconds']:.1f} s; "
         f"threshold {threshold['value']:.5g} ({threshold['policy']})"
     )
+    part = summary.get("part_threshold")
+    if part:
+        console.print(f"part threshold {part['value']:.5g} ({part['policy']}, fusion {part['part_map'].get('fusion')}) "
+                      f"on {part['stats'].get('n_good', 0)} held-out good parts")
     click.echo(str(out))

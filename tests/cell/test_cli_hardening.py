@@ -25,12 +25,13 @@ def inspect_argv(tmp_path: Path, *extra: str) -> list[str]:
             "--store", str(tmp_path / "store"), "--parts", "1", *extra]
 
 
+@pytest.mark.parametrize("option", ["--threshold", "--part-threshold"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "1e999"])
-def test_a_non_finite_manual_threshold_is_refused_before_anything_is_created(tmp_path, capsys, value):
+def test_a_non_finite_manual_threshold_is_refused_before_anything_is_created(tmp_path, capsys, value, option):
     # Item 1: NaN passed every defective part as OK ("score 1.9 <= threshold nan"), inf passed all, -inf none.
-    assert main(inspect_argv(tmp_path, "--threshold", value)) == 2
+    assert main(inspect_argv(tmp_path, option, value)) == 2
     line = one_error_line(capsys)
-    assert "'--threshold'" in line and "is not a finite number" in line
+    assert f"'{option}'" in line and "is not a finite number" in line
     assert not (tmp_path / "store").exists()
 
 

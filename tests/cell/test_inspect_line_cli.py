@@ -14,6 +14,7 @@ from acquisition.store import CaptureStore
 from cell.cli import main
 from detectors.input_prep import InputSpec
 from detectors.model_dir import TrainedModel
+from cell.part_threshold import PartThreshold
 from detectors.thresholds import ThresholdDecision
 from tests.cell.line_fixtures import free_port
 from tests.cell.mosquitto_fixture import Subscriber, broker, needs_mosquitto  # noqa: F401 - fixture
@@ -41,6 +42,8 @@ def inspect_args(tmp_path: Path, cell: Path, *extra: str) -> list[str]:
 def test_model(monkeypatch):
     monkeypatch.setattr(inspect_command, "load_model", lambda directory, **kw: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile", scale=1.0), ThresholdDecision(-1.0, "manual")))
+    monkeypatch.setattr(inspect_command, "read_part_threshold",
+                        lambda directory: PartThreshold(ThresholdDecision(-1.0, "manual")))  # every part NOK
 
 
 @pytest.mark.parametrize("sections, extra, message", [

@@ -6,6 +6,7 @@ import pytest
 
 from acquisition.store import CaptureStore
 from cell.inspection import InspectConfig, run_inspection
+from cell.part_threshold import PartThreshold
 from detectors.input_prep import InputSpec
 from detectors.thresholds import ThresholdDecision
 from tests.cell.sim_fixtures import LocalContrastDetector, demo_plan, small_cell
@@ -137,6 +138,8 @@ def test_cell_inspect_takes_camera_timeout_and_retries_from_the_cell_file(tmp_pa
     monkeypatch.setattr(inspect_command, "load_model", lambda directory, **kwargs: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile"), ThresholdDecision(value=1.0, policy="manual")))
     monkeypatch.setattr(inspect_command, "run_inspection", lambda **kwargs: seen.update(kwargs["config"].model_dump()))
+    monkeypatch.setattr(inspect_command, "read_part_threshold", lambda directory: PartThreshold(
+        ThresholdDecision(value=1.0, policy="manual")))
     inspect_command.inspect_on_cell(
         cell=cell, campaign_path=Path(DEMO_CAMPAIGN), model_dir=tmp_path / "model", store_path=tmp_path / "store",
         parts=1, name="line", config=InspectConfig(on_error="stop"),

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from acquisition.store import CaptureStore
-from cell.inspection import InspectConfig, ScoredPose, decide_part, run_inspection
+from cell.inspection import InspectConfig, PartJudge, decide_part, run_inspection
+from cell.part_map import PoseResult
 from detectors.input_prep import InputSpec
 from cell.pipeline import MotionPipeline, worker_store
 from detectors.thresholds import ThresholdDecision
@@ -135,13 +136,15 @@ def test_a_worker_resource_that_cannot_be_opened_is_raised_as_itself():
 
 
 def test_the_part_decision_is_one_function_of_the_scored_poses():
-    threshold = ThresholdDecision(1.0, "manual")
-    pose = lambda pid, s: ScoredPose(pid, s, np.zeros((4, 5), np.float32), np.zeros(6), (8, 10))  # noqa: E731
-    assert decide_part([pose("a", 0.2), pose("b", 0.9)], threshold).verdict == "OK"
-    nok = decide_part([pose("a", 0.2), pose("b", 1.5)], threshold)
+    judge = PartJudge(ThresholdDecision(1.0, "manual"))  # no part geometry: the per-image rule
+    pose = lambda pid, s: PoseResult(pid, s, np.zeros((4, 5), np.float32), np.zeros(6), (8, 10))  # noqa: E731
+    assert decide_part([pose("a", 0.2), pose("b", 0.9)], judge, planned=2).verdict == "OK"
+    nok = decide_part([pose("a", 0.2), pose("b", 1.5)], judge, planned=2)
     assert (nok.verdict, nok.worst_pose, nok.score) == ("NOK", "b", 1.5)
-    assert decide_part([pose("a", float("nan")), pose("b", 0.1)], threshold).verdict == "error"
-    assert decide_part([], threshold).verdict == "error"
+    assert decide_part([pose("a", float("nan")), pose("b", 0.1)], judge, planned=2).verdict == "error"
+    assert decide_part([], judge, planned=2).verdict == "error"
+    missing = decide_part([pose("a", 0.2)], judge, planned=2)  # a pose of the plan was never scored
+    assert missing.verdict == "error" and "1 of 2" in missing.reason
 
 
 # ------------------------------------------------------------------ the pipelined line on the small sim cell

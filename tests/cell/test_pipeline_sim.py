@@ -44,6 +44,13 @@ def test_capture_train_inspect_on_the_simulated_cell(small_cell_files):
                  "--out", str(root / "model")]) == 0
     threshold = json.loads((root / "model" / "threshold.json").read_text())
     assert threshold["policy"] == "good_quantile"
+    # the part threshold: chosen on the held-out good PARTS, fused as the line fuses them, with provenance
+    part_threshold = json.loads((root / "model" / "part_threshold.json").read_text())
+    provenance = json.loads((root / "model" / "provenance.json").read_text())
+    held_out_parts = {e["source"].split("/")[1] for e in provenance["threshold_holdout_good"]}
+    assert part_threshold["policy"] == "good_quantile" and part_threshold["provenance"]["part_map"]["fusion"]
+    assert set(part_threshold["provenance"]["holdout_good_parts"]) == held_out_parts
+    assert part_threshold["value"] >= max(part_threshold["provenance"]["holdout_good_parts"].values()) * 0.9
     code = main(["inspect", "--cell", str(root / "cell.yaml"), "--campaign", str(campaign), "--model",
                  str(root / "model"), "--store", str(store), "--parts", "8", "--name", "line",
                  "--defect-rate", "0.5", "--seed", "5"])
@@ -53,6 +60,9 @@ def test_capture_train_inspect_on_the_simulated_cell(small_cell_files):
         labels = {p.part_id: p.label for p in opened.parts()}
         assert len(opened.captures(campaign="line")) == 8 * 4
     assert len(records) == 8 and {r.verdict for r in records} <= {"OK", "NOK"}
+    assert all(r.scores["rule"] == "part_map" and r.scores["coverage"] >= 0.999 for r in records)
+    assert all(bool(r.scores["defects"]) == (r.verdict == "NOK") for r in records)
+    assert all((store / r.scores["part_map"]).is_file() for r in records)
     scores = {r.part_id: r.scores["max"] for r in records}
     good = [s for p, s in scores.items() if labels[p] == "good"]
     defective = [s for p, s in scores.items() if labels[p] == "defective"]

@@ -95,8 +95,11 @@ def test_broker_killed_mid_run_results_are_delivered_after_it_returns(tmp_path, 
     seen: dict[str, object] = {}
 
     def kill_broker_before_part(index: int, part_id: str) -> None:
-        if index == 3:
-            sub.wait(lambda s: len(set(indices(s))) == 2, what="parts 1-2 before the outage")
+        # before part 4: the line is pipelined (a verdict is published from the robot's thread once the worker
+        # has it, possibly while the next part runs), so waiting here for part 3's verdict would wait for
+        # ourselves; with the queue's depth (2) and 4 poses per part, parts 1-2 are published by now
+        if index == 4:
+            sub.wait(lambda s: {1, 2} <= set(indices(s)), what="parts 1-2 before the outage")
             # the MES's session is on disk (autosaved every second), so it survives a SIGKILL of the broker
             db = broker.folder / "mosquitto.db"
             wait_for(lambda: db.exists() and db.stat().st_mtime > subscribed_at, timeout=60,
@@ -155,6 +158,10 @@ def test_results_still_queued_when_the_run_ends_are_reported_lost_in_the_store(t
         port=dead, queue_size=2, flush_timeout_s=0.2, reconnect_min_s=0.1, reconnect_max_s=0.2)})
     monkeypatch.setattr(inspect_command, "load_model", lambda directory, **kw: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile", scale=1.0), ThresholdDecision(1e9, "manual")))
+    from cell.part_threshold import PartThreshold
+
+    monkeypatch.setattr(inspect_command, "read_part_threshold",
+                        lambda directory: PartThreshold(ThresholdDecision(1e9, "manual")))  # every part OK
     log = tmp_path / "console.txt"
     with open(log, "w") as out:
         summary = inspect_command.inspect_on_cell(
