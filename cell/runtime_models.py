@@ -10,16 +10,14 @@ weights changed since the export is refused (re-export).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Optional
 
 from cell.errors import CellError
 from detectors.model_dir import (
-    CONFIG_FILE, INPUT_FILE, WEIGHTS_FILE, TrainedModel, file_sha256, load_detector, load_model, read_input_spec,
-    read_part_threshold, read_threshold,
+    CONFIG_FILE, INPUT_FILE, WEIGHTS_FILE, TrainedModel, file_sha256, image_threshold, load_detector, load_model,
+    read_input_spec, read_part_threshold,
 )
-from detectors.thresholds import ThresholdDecision
 
 RUNTIMES = ("torch", "onnx", "openvino")
 #: Files of the source model directory copied into an export: what scoring needs besides the graph.
@@ -104,11 +102,5 @@ def load_model_for_runtime(
     runner = load_exported(directory, runtime=runtime)
     _check_not_stale(directory, runner.manifest)
     spec = read_input_spec(directory)
-    if threshold_override is not None:
-        value = float(threshold_override)
-        if not math.isfinite(value):
-            raise CellError(f"threshold override {threshold_override!r}: must be a finite number")
-        threshold = ThresholdDecision(value=value, policy="manual")
-    else:
-        threshold = read_threshold(directory)
+    threshold = image_threshold(directory, threshold_override)
     return TrainedModel(directory, runner, spec, threshold, read_part_threshold(directory))

@@ -272,6 +272,17 @@ def write_part_threshold(directory: str | Path, decision: Mapping[str, Any]) -> 
     return path
 
 
+def image_threshold(directory: str | Path, override: Optional[float] = None) -> ThresholdDecision:
+    """The image threshold a scoring run uses: ``override`` as a manual threshold when given (it must be
+    finite: NaN would pass every part, inf too), else ``threshold.json`` (:func:`read_threshold`)."""
+    if override is None:
+        return read_threshold(directory)
+    value = float(override)
+    if not math.isfinite(value):
+        raise ModelDirectoryError(f"threshold override {override!r}: must be a finite number")
+    return ThresholdDecision(value=value, policy="manual")
+
+
 def read_part_threshold(directory: str | Path) -> Optional[dict[str, Any]]:
     """The part-level threshold of the directory: ``{"value", "policy", "stats", "provenance"}`` as written
     by :func:`write_part_threshold`, or None when the directory has none."""
@@ -327,13 +338,7 @@ def load_model(
                 f"{weights}: sha256 differs from {PROVENANCE_FILE}'s weights_sha256: the weights were changed "
                 "after training"
             )
-    if threshold_override is not None:
-        value = float(threshold_override)
-        if not math.isfinite(value):
-            raise ModelDirectoryError(f"threshold override {threshold_override!r}: must be a finite number")
-        threshold = ThresholdDecision(value=value, policy="manual")
-    else:
-        threshold = read_threshold(directory)
+    threshold = image_threshold(directory, threshold_override)
     part_threshold = read_part_threshold(directory)
     detector = load_detector(directory, device=device)
     return TrainedModel(directory, detector, spec, threshold, part_threshold)
