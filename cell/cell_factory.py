@@ -201,6 +201,12 @@ class Cell:
         finally:
             self.robot.close()
 
+    @property
+    def feed_waits(self) -> bool:
+        """True when :meth:`on_new_part` can wait (for the operator, a part sensor or the PLC): the line must
+        then have told the last part's verdict before it waits for the next part."""
+        return self.part_feed.mode == "opcua" or (self.scene is None and self.part_feed.mode != "none")
+
     def on_new_part(self, part_id: str) -> Optional[str]:
         """Get part ``part_id`` onto the table. The simulation draws it from (seed, part_id) and returns its
         truth label; a real cell waits as ``part_feed`` says and returns None (no truth). With ``part_feed:

@@ -37,6 +37,7 @@ COMMAND_SUMMARIES: dict[str, str] = {
     "eval": "Evaluate a trained model on a labelled test split (no model selection, scored once).",
     "inspect": "Inspect new parts: OK / NOK / error per part, recorded in the store and signalled to the line.",
     "demo": "Capture, train, inspect and evaluate on the simulated cell.",
+    "export": "Export a trained model to ONNX or OpenVINO (parity with the torch model checked before writing).",
 }
 
 #: The longest error line the CLI prints (characters): a longer message keeps its start and its end (where the

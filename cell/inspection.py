@@ -543,6 +543,7 @@ def run_inspection(
     calibration_id: Optional[str] = None,
     judge: Optional[PartJudge] = None,
     campaign_config: Optional[dict[str, Any]] = None,
+    feed_waits: bool = False,
 ) -> InspectionSummary:
     """Inspect ``parts`` new parts. ``on_new_part(part_id)`` puts a part on the table (the sim draws one and
     returns its truth; a real cell waits for the operator or the line). ``on_part`` reports each result.
@@ -557,7 +558,9 @@ def run_inspection(
     reach ``signal`` and ``on_part`` in part order, from this (the robot's) thread, as soon as they are known:
     a part's verdict may come while the robot already works on the next part. The robot waits for the
     verdicts before the next part only where something needs them first: ``on_error: stop``, a sink that waits
-    at the part boundary (the PLC's acknowledgement), and after a robot/camera fault (the robot is recovered
+    at the part boundary (the PLC's acknowledgement), ``feed_waits`` (``on_new_part`` may block for the operator,
+    a part sensor or the PLC: :attr:`cell.cell_factory.Cell.feed_waits`; the line hears the verdict before
+    the next part is asked for), and after a robot/camera fault (the robot is recovered
     before it moves on). A stop decided by a verdict that came during the next part takes effect after that
     part (which gets its own, real verdict). ``pipeline_depth: 0``: strictly sequential, same code path.
     """
@@ -584,7 +587,9 @@ def run_inspection(
     worker = _InspectionWorker(detector=detector, spec=spec, threshold=threshold, judge=judge, config=config,
                                campaign=campaign, plan_size=len(plan), model_dir=model_dir,
                                calibration_id=calibration_id)
-    wait_at_boundary = config.on_error == "stop" or _sink_waits_before_part(signal)
+    # ``feed_waits``: ``on_new_part`` may block (an operator, a part sensor, the PLC): the last part's verdict is
+    # told before that wait, never held back until the next part arrives
+    wait_at_boundary = feed_waits or config.on_error == "stop" or _sink_waits_before_part(signal)
     with MotionPipeline(worker, depth=config.pipeline_depth, open_resource=worker_store(store),
                         inline_resource=store, name=f"inspect-{campaign}") as pipeline:
         try:

@@ -202,7 +202,7 @@ def inspect_on_cell(
                     parts=parts, campaign=campaign, detector=detector, spec=spec, threshold=threshold,
                     config=config, on_new_part=cell.on_new_part, signal=signals,
                     on_part=lambda r, i, n: print_part_line(console, r, i, n), model_dir=model_dir,
-                    calibration_id=cell.calibration_id, judge=judge,
+                    calibration_id=cell.calibration_id, judge=judge, feed_waits=cell.feed_waits,
                     campaign_config={"plan": campaign_file.plan.model_dump(mode="json"), "geometry": cell.describe()},
                 )
         finally:

@@ -76,7 +76,7 @@ class LineRun:
                     parts=self.parts, campaign=self.campaign, detector=LocalContrastDetector(),
                     spec=InputSpec(mode="tile", scale=1.0), threshold=ThresholdDecision(self.threshold, "manual"),
                     config=self.config, on_new_part=self._on_new_part, signal=self.signals,
-                    model_dir=Path("test-model"),
+                    model_dir=Path("test-model"), feed_waits=True,  # before_part stands for a line that waits
                 )
                 self.records = store.inspections()
         except BaseException as exc:  # noqa: BLE001 - re-raised by join()
