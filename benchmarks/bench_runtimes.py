@@ -33,7 +33,6 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 import torch
-import yaml
 
 from benchmarks.timing import summary_ms, time_repeated, write_json
 from cell.runtime_models import load_model_for_runtime
@@ -62,8 +61,10 @@ def _quick_detector(method: str, data: Path, n_train: int = 8):
     import detectors
     from detectors.imagesets import MVTecImageSet
 
-    document = yaml.safe_load((ROOT / "configs" / "detectors" / f"{method}.yaml").read_text())
-    config = {**document.get("config", {}), **QUICK_FIT.get(method, {}), "device": "cpu"}
+    from cell.training import load_train_config  # the same reading and validation as `cell train --detector`
+
+    config = load_train_config(ROOT / "configs" / "detectors" / f"{method}.yaml",
+                               {**QUICK_FIT.get(method, {}), "device": "cpu"}).config
     detector = detectors.create(method, **config)
     train = MVTecImageSet(data, "train", image_size=detector.config.image_size).subset(range(n_train))
     detector.fit(train)
