@@ -37,6 +37,7 @@ from typing import Any, Mapping, Optional
 import torch
 import yaml
 
+from calibration.yaml_io import load_yaml  # the one strict YAML reader (calibration imports none of ours)
 from detectors.errors import DetectorError, ModelDirectoryError
 from detectors.input_prep import InputSpec
 from detectors.model_io import atomic_write
@@ -91,7 +92,7 @@ def read_model_config(directory: str | Path) -> tuple[str, dict[str, Any]]:
     if not path.is_file():
         raise ModelDirectoryError(f"{path}: missing; not a model directory")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = load_yaml(path.read_text(encoding="utf-8"))  # untrusted: duplicate keys, alias bombs refused
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelDirectoryError(f"{path}: not valid YAML ({first})") from None

@@ -101,6 +101,12 @@ def test_missing_pieces(tmp_path: Path, saved: Path) -> None:
         ("method: nosuchmethod\nformat_version: 1\nconfig: {}\n", "method 'nosuchmethod' is not a registered"),
         (f"method: {REFERENCE_NAME}\nformat_version: 1\nconfig: {{bogus: 1}}\n", "unknown config key 'bogus'"),
         (f"method: {REFERENCE_NAME}\nformat_version: 1\nconfig: {{eps: -1}}\n", "config key 'eps' = -1"),
+        # a model directory is untrusted: the strict reader refuses duplicate keys and alias bombs
+        (f"method: {REFERENCE_NAME}\nmethod: other\nformat_version: 1\nconfig: {{}}\n", "not valid YAML"),
+        ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)},"
+            f" *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+            for i in range(8)), "not valid YAML"),
     ],
 )
 def test_bad_config_file(saved: Path, text: str, message: str) -> None:
