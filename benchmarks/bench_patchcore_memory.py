@@ -7,7 +7,8 @@ images at 256 px with the default coreset ratio.
 Training images are synthetic uniform-random RGB images generated one at a time from their index (nothing
 held: the set itself costs no memory), fed to the real ``PatchCore.fit`` with the class defaults (the paper's
 recipe: coreset ratio 0.1, 1024-d features, 128-d projection; backbone Lite0 with offline weights, CPU),
-overridable with ``--set``. After fit, ``--score`` synthetic images are scored (the nearest-neighbour search
+overridable with ``--set`` (the config file's CPU recipe: ``--set coreset_ratio=0.01``, as measured in the
+README). After fit, ``--score`` synthetic images are scored (the nearest-neighbour search
 over the bank).
 
 Memory is measured two ways: the kernel's high-water mark of the process's resident set
@@ -17,7 +18,10 @@ features + projection, greedy coreset, pass 2 memory bank, scoring). The JSON
 (``benchmarks/results/patchcore_memory_<images>.json``) is rewritten every 30 s while the run goes on
 (``"complete": false``, the phase and its progress): on a 2-core machine the greedy selection over 1,024,000
 patches takes hours, and a run that is stopped still reports the peak of every phase it reached.
-It also records the memory expected from the shapes, the load average and the wall time of each phase.
+It also records torch's own baseline (the RSS after ``import torch`` and after building the model), where
+the high-water mark rose (phase, progress, ``ru_maxrss`` each time it rose by 8 MiB), the memory expected from
+the shapes, the load average, the wall time of each phase and the greedy selection's seconds per step with
+what the other ratios would cost at that rate (one step = one pass over all N projections).
 """
 from __future__ import annotations
 
@@ -163,7 +167,10 @@ def run(images: int, image_size: int, score: int, overrides: dict[str, Any], out
         "load_average_at_start": list(os.getloadavg()),
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "peak_rss_kind": "ru_maxrss of the whole process (kernel high-water mark) + 0.5 s RSS samples per phase",
-        "rss_before_import_mb": round(current_rss_mb(), 1),
+        # torch's own baseline: this module imports torch at the top, so this is the process with torch
+        # (and numpy) loaded, before any detector module or model
+        "rss_after_import_torch_mb": round(current_rss_mb(), 1),
+        "peak_rss_after_import_torch_mb": round(peak_rss_mb(), 1),
     }
     monitor: Optional[PhaseMonitor] = None
     t_start = time.perf_counter()
@@ -188,15 +195,32 @@ def run(images: int, image_size: int, score: int, overrides: dict[str, Any], out
         del probe
         doc["expected"] = expected_memory_mb(images, per_image, detector.config)
         doc["rss_after_model_mb"] = round(current_rss_mb(), 1)
+        doc["peak_rss_after_model_mb"] = round(peak_rss_mb(), 1)
+        # where the high-water mark rose: (phase, progress message, ru_maxrss MiB) each time it rose by
+        # >= 8 MiB since the last entry (the progress callback runs after every batch of pass 1 and pass 2)
+        rises: list[list[Any]] = [["model", "built", doc["peak_rss_after_model_mb"]]]
+        doc["peak_rss_rises"] = rises
 
         def progress(done: int, total: int, message: str) -> None:
             phase = {0: "pass1_features", 1: "greedy_coreset", 2: "pass2_bank", 3: "pass2_bank"}[done]
             monitor.set_phase(phase, message)
+            peak = round(peak_rss_mb(), 1)
+            if peak >= rises[-1][2] + 8:
+                rises.append([phase, message, peak])
 
         monitor.set_phase("pass1_features")
         stats = detector.fit(RandomImages(images, image_size, seed=0), progress=progress)
         doc["fit_stats"] = stats
         doc["peak_rss_after_fit_mb"] = round(peak_rss_mb(), 1)
+        n_bank, n_patches = stats["bank_size"][0], stats["n_patches"]
+        if n_bank < n_patches:
+            # one greedy step = one pass over all N projections, whatever the ratio: the cost of a ratio r is
+            # r * N steps at this rate (under this run's load)
+            per_step = stats["coreset_seconds"] / n_bank
+            doc["greedy"] = {
+                "seconds_per_step": round(per_step, 5),
+                "estimated_seconds_by_ratio": {str(r): round(per_step * round(r * n_patches)) for r in (0.01, 0.1, 0.25)},
+            }
         if score > 0:
             monitor.set_phase("scoring", f"{score} images")
             test = torch.stack([RandomImages(score, image_size, seed=10**6)[i] for i in range(score)])
