@@ -31,13 +31,12 @@ import time
 from typing import Any, ClassVar, Literal, Optional
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from detectors.backbones import FeatureExtractor
 from detectors.base import Detector, DetectorConfig, ProgressCallback
 from detectors.registry import register
-from detectors.image_ops import check_batch, gaussian_blur
+from detectors.image_ops import check_batch
 from detectors.model_io import check_loose_tensors, check_state_shapes, reject_unknown_tensors
 from detectors.train_images import TrainImages
 from detectors.simplenet.folded import FoldedHead
@@ -343,12 +342,10 @@ class SimpleNet(Detector):
         with a Gaussian of ``blur_sigma`` pixels; the image score is the map's maximum. Traceable.
         """
         assert self._head is not None
-        s = self.config.image_size
         with self._autocast():
             maps = self.backbone(images.to(self.device, dtype=torch.float32))
-        patch = self._head([m.float() for m in maps]).unsqueeze(1)  # (b, 1, h, w), float32
-        up = F.interpolate(patch, size=(s, s), mode="bilinear", align_corners=False).squeeze(1)
-        maps = gaussian_blur(up, self.config.blur_sigma)
+        patch = self._head([m.float() for m in maps])  # (b, h, w), float32
+        maps = self._head.anomaly_map(patch)  # (b, S, S): upsampled and blurred
         return maps.amax(dim=(1, 2)), maps
 
     # --------------------------------------------------------------------------------------- state
@@ -401,4 +398,8 @@ class SimpleNet(Detector):
     def _fold_head(self) -> None:
         """(Re)build the folded scoring head from the fitted aggregator, norm, adaptor and discriminator."""
         assert self.adaptor is not None and self.discriminator is not None
-        self._head = FoldedHead(self.aggregator, self.adaptor, self.discriminator, self._norm)
+        cfg = self.config
+        with torch.no_grad():
+            grids = [tuple(m.shape[-2:]) for m in self.backbone(torch.zeros(1, 3, cfg.image_size, cfg.image_size, device=self.device))]
+        self._head = FoldedHead(self.aggregator, self.adaptor, self.discriminator, self._norm, grids=grids,
+                                image_size=cfg.image_size, blur_sigma=cfg.blur_sigma)

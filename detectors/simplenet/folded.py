@@ -12,11 +12,15 @@ of 1,008 unfolded channels) that took most of the exported graph's time (benchma
     x = concat_l y_l  (B, D, h, w)        the aggregated features, exactly FeatureAggregator's
     pre = conv1x1(x, G) + c               G, c: standardisation, adaptor, Linear, BatchNorm folded (H x D)
     patch score = -tail(LeakyReLU_0.2(pre))  -> (B, h, w)
+    map = A_h @ patch @ A_w.T  (B, S, S)    A = gaussian blur @ bilinear upsampling (S x h), per axis
 
 ``K_l`` (n_l, C_l, k, k) holds the two poolings of layer l's unfolded k x k neighbourhood restricted to the
 n_l output dimensions that layer feeds (a contiguous block of the ``target_dim`` dimensions; when blocks of
 two layers overlap, which other ``pretrain_dim`` / ``target_dim`` ratios give, they are zero-padded to D and
-summed instead of concatenated). Folded matrices are computed in float64 and stored in float32. The result
+summed instead of concatenated). The bilinear upsampling of a coarse layer's block and the map's upsampling
+and blur are matrix products with operators built from torch's own ``F.interpolate`` and the shared
+``gaussian_blur`` applied to identity matrices in float64 (ONNX Runtime ran the 1-D blur convolution and
+``Resize`` slowly: about 15 % of the graph's time). Folded matrices are computed in float64 and stored in float32. The result
 equals the step-by-step computation up to float32 rounding (checked by tests/detectors/test_simplenet.py).
 Multiply-adds per image at the shipped config (Lite0 layers 2+3 = 40 and 112 channels, 256 px: a 32 x 32
 grid, D = 384, H = 1024): aggregation 0.12 G (dense convolutions with the pooling weights), the folded
@@ -52,6 +56,25 @@ def aggregation_matrices(aggregator: FeatureAggregator) -> list[torch.Tensor]:
     return [_pool_matrix(c * k2, p) @ target[i * p : (i + 1) * p] for i, c in enumerate(aggregator.in_channels)]
 
 
+def interpolation_matrix(n: int, m: int) -> torch.Tensor:
+    """(m, n) float64 matrix U with ``U @ x`` = the bilinear (``align_corners=False``) resampling of x (n, ...)
+    to m along its first axis: torch's own ``F.interpolate`` applied to the identity."""
+    eye = torch.eye(n, dtype=torch.float64).unsqueeze(0)  # (1, n, n): channel j is e_j
+    return F.interpolate(eye, size=m, mode="linear", align_corners=False)[0].T
+
+
+def blur_matrix(s: int, sigma: float) -> torch.Tensor:
+    """(s, s) float64 matrix B with ``B @ x @ B.T`` = :func:`detectors.image_ops.gaussian_blur` of an s x s
+    map x (the same kernel, radius and border mode): the helper itself applied to column basis images."""
+    from detectors.image_ops import gaussian_blur, gaussian_kernel1d
+
+    if sigma <= 0:
+        return torch.eye(s, dtype=torch.float64)
+    width = gaussian_kernel1d(sigma).numel() // 2 + 1  # > radius: the border mode of an s x s map
+    basis = torch.eye(s, dtype=torch.float64)[:, :, None].expand(s, s, width).contiguous()  # image j: e_j per column
+    return gaussian_blur(basis, sigma)[:, :, 0].T  # constant rows stay constant along the second axis
+
+
 class FoldedHead(nn.Module):
     """Backbone maps -> SimpleNet patch scores, folded (see module docstring). No trainable parameters: it is
     rebuilt from the fitted modules whenever they change (end of fit, load).
@@ -66,6 +89,10 @@ class FoldedHead(nn.Module):
         adaptor: Adaptor,
         discriminator: Discriminator,
         norm: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        *,
+        grids: Sequence[tuple[int, int]],
+        image_size: int,
+        blur_sigma: float,
     ) -> None:
         super().__init__()
         linear, bn, act = discriminator.body
@@ -103,6 +130,19 @@ class FoldedHead(nn.Module):
         # the layers' blocks tile [0, D) in order (the usual case): concatenate them, else pad each and sum
         self._tiled = all(r[1] == n[0] for r, n in zip(self._ranges, self._ranges[1:])) and \
             self._ranges[0][0] == 0 and self._ranges[-1][1] == d
+        # bilinear upsampling of the coarser layers' blocks and of the patch map (to S x S, then the blur)
+        # as matrices: U_h @ y @ U_w.T (one matrix product per axis instead of Resize / Pad / 1-D Conv ops)
+        if len(grids) != len(self._ranges):
+            raise ValueError(f"expected {len(self._ranges)} grids, got {len(grids)}")
+        h, w = (int(v) for v in grids[0])
+        self.grid = (h, w)
+        for i, (hl, wl) in enumerate(grids):
+            if (int(hl), int(wl)) != (h, w):
+                self.register_buffer(f"up_h{i}", interpolation_matrix(int(hl), h).to(device=device, dtype=torch.float32))
+                self.register_buffer(f"up_w{i}", interpolation_matrix(int(wl), w).T.contiguous().to(device=device, dtype=torch.float32))
+        blur = blur_matrix(int(image_size), float(blur_sigma))
+        self.register_buffer("map_h", (blur @ interpolation_matrix(h, int(image_size))).to(device=device, dtype=torch.float32))
+        self.register_buffer("map_w", (blur @ interpolation_matrix(w, int(image_size))).T.contiguous().to(device=device, dtype=torch.float32))
         self.register_buffer("project", g.T.reshape(-1, d, 1, 1).to(device=device, dtype=torch.float32))
         self.register_buffer("bias", c.to(device=device, dtype=torch.float32))
         tail = discriminator.tail.weight.detach().to(**f64)  # (1, H)
@@ -118,7 +158,7 @@ class FoldedHead(nn.Module):
         for i, (feat, (lo, hi)) in enumerate(zip(maps, self._ranges)):
             y = F.conv2d(feat.float(), getattr(self, f"aggregate{i}"), padding=self.patch_size // 2)
             if y.shape[-2:] != (h, w):  # on the n_l aggregated channels instead of C_l * k * k unfolded ones
-                y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+                y = torch.matmul(torch.matmul(getattr(self, f"up_h{i}"), y), getattr(self, f"up_w{i}"))
             blocks.append(y if self._tiled else F.pad(y, (0, 0, 0, 0, lo, self.target_dim - hi)))
         if self._tiled:
             return torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
@@ -131,3 +171,9 @@ class FoldedHead(nn.Module):
         x = self.aggregate(maps)  # (B, D, h, w)
         hidden = F.leaky_relu(F.conv2d(x, self.project, self.bias), self.negative_slope)  # (B, H, h, w)
         return F.conv2d(hidden, self.tail).squeeze(1)  # (B, h, w)
+
+    def anomaly_map(self, patch: torch.Tensor) -> torch.Tensor:
+        """Patch scores (B, h, w) -> the map (B, S, S): bilinear upsampling to S x S (``align_corners=False``)
+        followed by the Gaussian blur of :func:`detectors.image_ops.gaussian_blur`, as ``A_h @ patch @ A_w``
+        (A = blur @ upsampling, per axis; equal up to float32 rounding)."""
+        return torch.matmul(torch.matmul(self.map_h, patch), self.map_w)

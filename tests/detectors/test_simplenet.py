@@ -182,13 +182,17 @@ def test_folded_head_scores_what_the_step_by_step_head_scores(pretrain_dim, targ
     adaptor.eval(), disc.eval()
     norm = (torch.randn(target_dim), torch.rand(target_dim) + 0.5) if use_norm else None
     maps = [torch.randn(2, 5, 8, 8), torch.randn(2, 9, 4, 4)]
-    head = FoldedHead(agg, adaptor, disc, norm)
+    head = FoldedHead(agg, adaptor, disc, norm, grids=[(8, 8), (4, 4)], image_size=40, blur_sigma=2.0)
     with torch.no_grad():
         expected = _step_by_step(agg, norm, adaptor, disc, maps)
         torch.testing.assert_close(head.aggregate(maps).permute(0, 2, 3, 1), agg(maps), rtol=1e-5, atol=1e-5)
         got = head(maps)
-    assert got.shape == (2, 8, 8)
+        up = nn.functional.interpolate(expected[:, None], size=(40, 40), mode="bilinear", align_corners=False)[:, 0]
+        expected_map = gaussian_blur(up, 2.0)
+        got_map = head.anomaly_map(expected)
+    assert got.shape == (2, 8, 8) and got_map.shape == (2, 40, 40)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+    torch.testing.assert_close(got_map, expected_map, rtol=0, atol=1e-5 * float(expected_map.abs().max()))
 
 
 def test_predict_is_the_step_by_step_scoring_of_the_fitted_model(fitted) -> None:
