@@ -34,11 +34,6 @@ from benchmarks.bench_runtimes import DEFAULT_DATA, RESULTS_DIR, _capture, _quic
 from benchmarks.timing import write_json
 
 
-def _backbone_node(name: str) -> bool:
-    """Whether an ONNX node name (the exporter keeps the torch module path) belongs to the backbone."""
-    return "backbone" in name.lower()
-
-
 def profile_onnx(onnx_file: Path, image: np.ndarray, repeats: int, threads: int) -> dict[str, Any]:
     """Per-op-type and per-node kernel microseconds (mean per run) of ``onnx_file`` on ``image`` (1, 3, S, S)."""
     import onnxruntime as ort
@@ -63,7 +58,6 @@ def profile_onnx(onnx_file: Path, image: np.ndarray, repeats: int, threads: int)
     by_type: dict[str, float] = defaultdict(float)
     by_node: dict[str, float] = defaultdict(float)
     node_type: dict[str, str] = {}
-    backbone = 0.0
     for event in trace:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time") or event["ts"] < timed_from:
             continue
@@ -72,13 +66,10 @@ def profile_onnx(onnx_file: Path, image: np.ndarray, repeats: int, threads: int)
         by_type[op] += event["dur"] / repeats
         by_node[node] += event["dur"] / repeats
         node_type[node] = op
-        if _backbone_node(node):
-            backbone += event["dur"] / repeats
     total = sum(by_type.values())
     return {
         "wall_ms_median": round(1e3 * float(np.median(walls)), 2),
         "kernel_ms_total": round(total / 1e3, 2),
-        "backbone_kernel_ms": round(backbone / 1e3, 2),
         "by_op_type_ms": {k: round(v / 1e3, 3) for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])},
         "top_nodes_ms": [
             {"node": k, "op": node_type[k], "ms": round(v / 1e3, 3)}
@@ -113,8 +104,7 @@ def write_md(result: dict[str, Any], path: Path, top: int = 12) -> Path:
     onnx, eager = result["onnx"], result["torch"]
     lines = [f"{result['method']} S={result['image_size']} batch 1, {result['threads']} threads, "
              f"load avg {result['load_avg']}, {result['date']}", "",
-             f"ONNX Runtime: wall {onnx['wall_ms_median']} ms, kernels {onnx['kernel_ms_total']} ms "
-             f"(backbone nodes {onnx['backbone_kernel_ms']} ms)", "",
+             f"ONNX Runtime: wall {onnx['wall_ms_median']} ms, kernels {onnx['kernel_ms_total']} ms", "",
              "| ONNX op type | ms | share |", "|---|---|---|"]
     for op, ms in list(onnx["by_op_type_ms"].items())[:top]:
         lines.append(f"| {op} | {ms:.2f} | {100 * ms / max(onnx['kernel_ms_total'], 1e-9):.0f}% |")
