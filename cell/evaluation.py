@@ -23,9 +23,9 @@ from cell.datasets import LabelledImage, is_capture_store, open_images
 from cell.errors import CellError
 from cell.overlays import heatmap_overlay, write_png
 from cell.report import write_eval_report
+from cell.runtime_models import load_model_for_runtime
 from detectors.input_prep import score_working, to_capture_size, working_mask
 from detectors.metrics import evaluate
-from detectors.model_dir import load_model
 
 Progress = Callable[[int, int, str], None]
 
@@ -97,14 +97,9 @@ def evaluate_model(
     scores.csv, roc.png, overlays/*.png and report.html. Returns the metrics dict.
     ``device``: where the model runs (``auto``, ``cpu``, ``cuda[:N]``), whatever it was trained on.
     ``runtime``: ``torch`` | ``onnx`` | ``openvino`` (an exported model: :mod:`cell.runtime_models`)."""
-    from cell.runtime_models import load_model_for_runtime
-
     check_report_folder(Path(out))
     model_dir, out = Path(model_dir), Path(out)
-    if runtime == "torch":
-        model = load_model(model_dir, device=device)
-    else:
-        model = load_model_for_runtime(model_dir, runtime=runtime, device=device)
+    model = load_model_for_runtime(model_dir, runtime=runtime, device=device)
     detector, spec, threshold = model.detector, model.spec, model.threshold
     image_size = int(detector.config.image_size)
     out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,6 @@ from cell.local_http import check_bind_host
 from cell.part_threshold import PART_THRESHOLD_FILE, read_part_threshold
 from cell.signals import LineJob, LineSignals, build_sinks, parse_signal_kinds
 from cell.runtime_models import load_model_for_runtime
-from detectors.model_dir import load_model
 
 EXIT_PART_ERRORS = 3
 
@@ -173,10 +172,7 @@ def inspect_on_cell(
     campaign = name or f"inspect-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     plan = cell.plan(campaign_file.plan)
     judge = part_judge(cell, campaign_file, plan, model_dir, part_threshold_override, console)  # before the model loads
-    if runtime == "torch":
-        model = load_model(model_dir, device=device, threshold_override=threshold_override)
-    else:
-        model = load_model_for_runtime(model_dir, runtime=runtime, device=device, threshold_override=threshold_override)
+    model = load_model_for_runtime(model_dir, runtime=runtime, device=device, threshold_override=threshold_override)
     detector, spec, threshold = model.detector, model.spec, model.threshold
     console.print(
         f"inspecting {parts} parts x {len(plan)} poses with {model_dir} (part threshold {judge.threshold.value:.5g}, "

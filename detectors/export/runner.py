@@ -91,13 +91,20 @@ def _threads(threads: Optional[int]) -> int:
     return int(threads) if threads else max(1, torch.get_num_threads())
 
 
-def _onnx_runner(model_path: Path, threads: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def session_options(threads: int) -> Any:
+    """The ONNX Runtime ``SessionOptions`` every exported model runs with (see module docstring)."""
     ort = require("onnxruntime", "--runtime onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    return options
+
+
+def _onnx_runner(model_path: Path, threads: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    ort = require("onnxruntime", "--runtime onnx")
+    options = session_options(threads)
     try:
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:

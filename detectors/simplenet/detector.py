@@ -7,6 +7,8 @@ Pipeline (shapes for B images of S x S pixels, h x w = the first layer's patch g
     training: adaptor(features) = a;  a + N(0, noise_std^2) = fake;  loss = truncated L1 on D(a), D(fake)
     scoring:  -discriminator(adaptor(features)) -> (B,h,w) -> bilinear to (S,S) -> Gaussian blur sigma 4
               image score = max of the map
+              (computed by :class:`~detectors.simplenet.folded.FoldedHead`: the same function with its linear
+              steps folded, built from the fitted modules at the end of fit and load)
 
 The backbone is frozen and there is no augmentation, so the aggregated features of the training set are
 extracted once and cached (on the training device) when they fit in ``cache_limit_mb``.
@@ -29,15 +31,15 @@ import time
 from typing import Any, ClassVar, Literal, Optional
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from detectors.backbones import FeatureExtractor
 from detectors.base import Detector, DetectorConfig, ProgressCallback
 from detectors.registry import register
-from detectors.image_ops import check_batch, gaussian_blur
+from detectors.image_ops import check_batch
 from detectors.model_io import check_loose_tensors, check_state_shapes, reject_unknown_tensors
 from detectors.train_images import TrainImages
+from detectors.simplenet.folded import FoldedHead
 from detectors.simplenet.model import (
     Adaptor,
     AnomalousFeatureGenerator,
@@ -126,6 +128,7 @@ class SimpleNet(Detector):
         self.adaptor: Optional[Adaptor] = None
         self.discriminator: Optional[Discriminator] = None
         self._norm: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (mean (D,), std (D,))
+        self._head: Optional[FoldedHead] = None  # scoring, folded from the fitted modules
 
     # ----------------------------------------------------------------------------------------- modules
     @property
@@ -185,6 +188,7 @@ class SimpleNet(Detector):
 
         # Fresh heads and generators from the seed: fit() twice with one seed gives the same model.
         self._build_heads()
+        self._head = None
         assert self.adaptor is not None and self.discriminator is not None
         batch_gen = torch.Generator().manual_seed(cfg.seed)
         noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
@@ -266,6 +270,7 @@ class SimpleNet(Detector):
         self.adaptor.eval()
         self.discriminator.eval()
         del cache
+        self._fold_head()
 
         stats: dict[str, Any] = {
             "loss": losses,
@@ -332,18 +337,15 @@ class SimpleNet(Detector):
     def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(b,3,S,S) float32 in [0,1] on the device -> (scores (b,), maps (b,S,S)).
 
-        Patch score = -D(adaptor(feature)); the (h,w) patch map is bilinearly upsampled to S x S and blurred
+        Patch score = -D(adaptor(feature)) (the folded head: same function, see
+        :mod:`detectors.simplenet.folded`); the (h,w) patch map is bilinearly upsampled to S x S and blurred
         with a Gaussian of ``blur_sigma`` pixels; the image score is the map's maximum. Traceable.
         """
-        assert self.adaptor is not None and self.discriminator is not None
-        s = self.config.image_size
-        feats = self._features(images)  # (b, h, w, D)
-        b, h, w, d = feats.shape
+        assert self._head is not None
         with self._autocast():
-            patch = -self.discriminator(self.adaptor(feats.reshape(-1, d)))
-        patch = patch.float().reshape(b, 1, h, w)
-        up = F.interpolate(patch, size=(s, s), mode="bilinear", align_corners=False).squeeze(1)
-        maps = gaussian_blur(up, self.config.blur_sigma)
+            maps = self.backbone(images.to(self.device, dtype=torch.float32))
+        patch = self._head([m.float() for m in maps])  # (b, h, w), float32
+        maps = self._head.anomaly_map(patch)  # (b, S, S): upsampled and blurred
         return maps.amax(dim=(1, 2)), maps
 
     # --------------------------------------------------------------------------------------- state
@@ -391,3 +393,13 @@ class SimpleNet(Detector):
         reject_unknown_tensors(state, list(modules), loose, "simplenet")
         self.adaptor.eval()
         self.discriminator.eval()
+        self._fold_head()
+
+    def _fold_head(self) -> None:
+        """(Re)build the folded scoring head from the fitted aggregator, norm, adaptor and discriminator."""
+        assert self.adaptor is not None and self.discriminator is not None
+        cfg = self.config
+        with torch.no_grad():
+            grids = [tuple(m.shape[-2:]) for m in self.backbone(torch.zeros(1, 3, cfg.image_size, cfg.image_size, device=self.device))]
+        self._head = FoldedHead(self.aggregator, self.adaptor, self.discriminator, self._norm, grids=grids,
+                                image_size=cfg.image_size, blur_sigma=cfg.blur_sigma)

@@ -47,7 +47,7 @@ def test_metrics_json_has_a_part_level_section_with_both_rules_and_localisation(
     import cell.evaluation as evaluation
 
     root, model = inspected
-    monkeypatch.setattr(evaluation, "load_model", lambda directory, **kw: TrainedModel(
+    monkeypatch.setattr(evaluation, "load_model_for_runtime", lambda directory, **kw: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile", scale=1.0), ThresholdDecision(0.3, "manual")))
     out = root / "report"
     evaluation.evaluate_model(model, root / "store", out, campaigns=["line"])

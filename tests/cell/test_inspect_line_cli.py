@@ -40,7 +40,7 @@ def inspect_args(tmp_path: Path, cell: Path, *extra: str) -> list[str]:
 
 @pytest.fixture()
 def test_model(monkeypatch):
-    monkeypatch.setattr(inspect_command, "load_model", lambda directory, **kw: TrainedModel(
+    monkeypatch.setattr(inspect_command, "load_model_for_runtime", lambda directory, **kw: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile", scale=1.0), ThresholdDecision(-1.0, "manual")))
     monkeypatch.setattr(inspect_command, "read_part_threshold",
                         lambda directory: PartThreshold(ThresholdDecision(-1.0, "manual")))  # every part NOK

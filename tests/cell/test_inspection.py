@@ -135,7 +135,7 @@ def test_cell_inspect_takes_camera_timeout_and_retries_from_the_cell_file(tmp_pa
     from detectors.model_dir import TrainedModel
     from detectors.thresholds import ThresholdDecision
 
-    monkeypatch.setattr(inspect_command, "load_model", lambda directory, **kwargs: TrainedModel(
+    monkeypatch.setattr(inspect_command, "load_model_for_runtime", lambda directory, **kwargs: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile"), ThresholdDecision(value=1.0, policy="manual")))
     monkeypatch.setattr(inspect_command, "run_inspection", lambda **kwargs: seen.update(kwargs["config"].model_dump()))
     monkeypatch.setattr(inspect_command, "read_part_threshold", lambda directory: PartThreshold(

@@ -156,7 +156,7 @@ def test_results_still_queued_when_the_run_ends_are_reported_lost_in_the_store(t
     dead = free_port()  # nothing listens here
     cell.config = cell.config.model_copy(update={"mqtt": MqttConfig(
         port=dead, queue_size=2, flush_timeout_s=0.2, reconnect_min_s=0.1, reconnect_max_s=0.2)})
-    monkeypatch.setattr(inspect_command, "load_model", lambda directory, **kw: TrainedModel(
+    monkeypatch.setattr(inspect_command, "load_model_for_runtime", lambda directory, **kw: TrainedModel(
         directory, LocalContrastDetector(), InputSpec(mode="tile", scale=1.0), ThresholdDecision(1e9, "manual")))
     from cell.part_threshold import PartThreshold
 

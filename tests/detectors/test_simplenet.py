@@ -157,6 +157,58 @@ def test_same_seed_same_model_and_state_round_trip(fitted) -> None:
     assert "norm.mean" in det.state_dict()
 
 
+def _step_by_step(agg, norm, adaptor, disc, maps):
+    """SimpleNet's scoring as the paper writes it: aggregate, standardise, adapt, discriminate -> (B, h, w)."""
+    feats = agg(maps)
+    if norm is not None:
+        feats = (feats - norm[0]) / norm[1]
+    b, h, w, d = feats.shape
+    return -disc(adaptor(feats.reshape(-1, d))).reshape(b, h, w)
+
+
+@pytest.mark.parametrize("pretrain_dim, target_dim, use_norm", [(48, 24, True), (30, 23, False), (7, 40, True)])
+def test_folded_head_scores_what_the_step_by_step_head_scores(pretrain_dim, target_dim, use_norm) -> None:
+    # (30, 23): a target dimension pools values of both layers (blocks overlap: padded and summed);
+    # (7, 40): pooling to more dimensions than the unfolded values (repeated entries)
+    from detectors.simplenet.folded import FoldedHead
+
+    torch.manual_seed(0)
+    agg = FeatureAggregator([5, 9], pretrain_dim=pretrain_dim, target_dim=target_dim)
+    adaptor, disc = Adaptor(target_dim), Discriminator(target_dim, hidden=16)
+    disc.body[1].running_mean.normal_()
+    disc.body[1].running_var.uniform_(0.5, 2.0)
+    disc.body[1].weight.data.normal_()
+    disc.body[1].bias.data.normal_()
+    adaptor.eval(), disc.eval()
+    norm = (torch.randn(target_dim), torch.rand(target_dim) + 0.5) if use_norm else None
+    maps = [torch.randn(2, 5, 8, 8), torch.randn(2, 9, 4, 4)]
+    head = FoldedHead(agg, adaptor, disc, norm, grids=[(8, 8), (4, 4)], image_size=40, blur_sigma=2.0)
+    with torch.no_grad():
+        expected = _step_by_step(agg, norm, adaptor, disc, maps)
+        torch.testing.assert_close(head.aggregate(maps).permute(0, 2, 3, 1), agg(maps), rtol=1e-5, atol=1e-5)
+        got = head(maps)
+        up = nn.functional.interpolate(expected[:, None], size=(40, 40), mode="bilinear", align_corners=False)[:, 0]
+        expected_map = gaussian_blur(up, 2.0)
+        got_map = head.anomaly_map(expected)
+    assert got.shape == (2, 8, 8) and got_map.shape == (2, 40, 40)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+    torch.testing.assert_close(got_map, expected_map, rtol=0, atol=1e-5 * float(expected_map.abs().max()))
+
+
+def test_predict_is_the_step_by_step_scoring_of_the_fitted_model(fitted) -> None:
+    det, _ = fitted
+    images = textured_images(2, size=64, seed=7)
+    with torch.no_grad():
+        patch = _step_by_step(det.aggregator, det._norm, det.adaptor, det.discriminator, det.backbone(images))
+        up = nn.functional.interpolate(patch[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+        expected = gaussian_blur(up, det.config.blur_sigma)
+    got = torch.from_numpy(det.predict(images).anomaly_map)
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(torch.from_numpy(det.predict(images).score), expected.amax(dim=(1, 2)),
+                               rtol=0, atol=1e-5 * scale)
+
+
 def test_val_set_statistics_are_reported(fitted) -> None:
     _, stats = fitted
     assert stats["val"]["n"] == 3
