@@ -2,24 +2,35 @@
 fused by each rule, on the simulated cell (issue 18, item 7).
 
 Per scenario (a pose plan, a scene difficulty): capture ``--train-parts`` good sheets, train the detector on
-them with ``cell train``'s code (its image threshold and its held-out good parts come from there), capture
-``--good-parts`` new good and ``--defective-parts`` new defective sheets, score every capture ONCE, then fuse
-the same scores by every rule of ``--rules``. Every threshold is chosen on training-side data only: the part
-threshold of a rule is the ``good_quantile`` (0.99) of the held-out good training parts fused by that rule,
+them with ``cell train``'s code (its image threshold and its held-out good parts come from there; or score with
+a trained ``--model-dir``), capture ``--holdout-parts`` further good sheets that are never trained on (training
+side: the part threshold's held-out parts), ``--good-parts`` new good and ``--defective-parts`` new defective
+sheets, score every capture ONCE (``--runtime onnx``: the model exported with ``cell export``'s code and run
+on ONNX Runtime, the line's CPU runtime), project every view onto the part grid once, then fuse the same views by
+every rule of ``--rules``. Every threshold and setting is chosen on training-side data only: per rule, the
+unjudged edge band (``--edge-mm auto``: :func:`cell.part_map.choose_edge_mm` on the held-out good parts) and the
+part threshold (the ``good_quantile`` ``--part-quantile``, 0.99, of the held-out good parts fused by that rule);
 the old rule uses the model's image threshold (``threshold.json``). Measured on the new sheets: part AUROC,
 false-reject rate of good sheets at zero missed defective sheets (threshold-free), missed / false rejects at
 the training-side threshold, and the defect hit rate and centroid error (mm) against the simulation's exact
-defect regions projected onto the part grid (:mod:`cell.part_evaluation`).
+defect regions projected onto the part grid (:mod:`cell.part_evaluation`), with the worst good parts' and the
+weakest defective parts' hot spots (where, how far from the edge, seen by how many views, which pose) and the
+true defects missed.
 
 Camera: ``--camera small`` (default) is the test cell's 320x256 sensor with 4x larger pixels: the default
-camera's field of view (the same plans, the same poses) at a 16th of the pixels, so the benchmark runs on a
-2-core CPU; ``--camera full`` is configs/cells/sim.yaml's 1280x1024 camera. The detector is
-configs/detectors/simplenet.yaml with the overrides in :data:`FAST_SIMPLENET` (fewer, smaller features:
-CPU time; ``--model demo``: the model ``cell demo`` trains), said in the JSON.
+camera's field of view (the same plans, the same poses) at a 16th of the pixels; ``--camera full`` is
+configs/cells/sim.yaml's 1280x1024 camera. The detector is configs/detectors/simplenet.yaml with the overrides
+in :data:`FAST_SIMPLENET` (fewer, smaller features: CPU time) or, ``--model demo``, the model ``cell demo``
+trains; said in the JSON.
+
+``--work DIR`` keeps the stores, models and per-part scores (``<scenario>_scores_<runtime>/``) and reuses them:
+an interrupted run resumes, and a run with other fusion settings re-fuses without scoring again; a store
+captured for more parts serves a run for fewer (the first N of each campaign).
 
 Run:  nice -n 5 .venv/bin/python -m benchmarks.bench_parts [--scenario demo,sheet_raster] [--difficulty default]
-      [--train-parts 10] [--good-parts 12] [--defective-parts 12]
-Writes benchmarks/results/parts[_<difficulty>].json (numbers with the machine's load average).
+      [--camera full] [--model demo] [--runtime onnx] [--train-parts 10] [--holdout-parts 0] [--good-parts 12]
+      [--defective-parts 12] [--edge-mm auto] [--work DIR]
+Writes benchmarks/results/parts[_<difficulty>].json (numbers with the machine's load average), after each scenario.
 """
 from __future__ import annotations
 
