@@ -308,6 +308,8 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
                                     truths.get(p)) for p, a in test_acc.items()]
             section = part_level_metrics(outcomes, threshold, {"fusion": config.describe(), "edge_mm": edge_mm})
             section["edge_band_chosen_on_held_out_good"] = edge
+            section["judged_share_of_outline"] = (max(size_m[0] * 1e3 - 2 * edge_mm, 0.0) * max(size_m[1] * 1e3 - 2 * edge_mm, 0.0)
+                                                  / (size_m[0] * size_m[1] * 1e6))
             section["seconds_per_part_fusion"] = (time.perf_counter() - started) / max(len(held) + len(test), 1)
             section["held_out_part_scores"] = sorted(float(v) for v in held_scores)
             good = sorted((o for o in outcomes if o.label == "good"), key=lambda o: -o.score)
