@@ -51,7 +51,8 @@ class PartMapConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cell_mm: float = Field(0.5, ge=0.05, le=10.0, description="edge of a grid cell on the part, mm")
-    # default by measurement (benchmarks/bench_parts.py, README "Part maps"): on the demo plan max was best or tied
+    # default by measurement (benchmarks/bench_parts.py, README "Part maps"): max meets the demo plan's target and
+    # sheet_raster's miss/false-reject targets with the demo's model (mean: better hit rate, worse centroid)
     fusion: Literal["max", "mean", "median", "kth"] = Field("max", description="how the views of a cell are fused")
     k: int = Field(2, ge=1, le=50, description="fusion kth: the k-th highest view of a cell")
     border_px: float = Field(0.0, ge=0.0, le=500.0, description="camera pixels at each image edge that do not count")
