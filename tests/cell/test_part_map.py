@@ -154,3 +154,39 @@ def test_edge_mm_leaves_a_band_inside_the_outline_unjudged():
     full = PartMapAccumulator(CAMERA, MOUNT, PART)
     full.add(view("a", tcp_over(-0.03, 0.0), [near_edge, (-30.0, 0.0)], radius_mm=1.0))
     assert len(full.finish().defects(0.5)) == 2
+
+
+def test_finish_with_another_config_refuses_without_reprojecting():
+    acc = two_views(fusion="max")
+    for rule in ("mean", "kth"):
+        np.testing.assert_array_equal(acc.finish(PartMapConfig(fusion=rule)).fused,
+                                      two_views(fusion=rule).finish().fused)
+    banded = acc.finish(PartMapConfig(edge_mm=5.0))
+    assert banded.config.edge_mm == 5.0 and banded.outline.sum() < acc.finish().outline.sum()
+    with pytest.raises(PartMapError, match="cell_mm"):
+        acc.finish(PartMapConfig(cell_mm=1.0))
+
+
+def _good_map_with_hot_edge(edge_level: float, reach_mm: float):
+    """A good part whose map is 0.1 inside and ``edge_level`` within ``reach_mm`` of the outline's edge."""
+    from calibration.plane_projection import PlaneGrid
+    from cell.part_map import PartMap, edge_distance_mm
+
+    grid = PlaneGrid.centred((0.06, 0.06), 0.0005)
+    distance = edge_distance_mm(grid, (0.06, 0.06))
+    fused = np.where(distance < reach_mm, edge_level, 0.1).astype(np.float32)
+    fused[60, 60] = 0.2  # the interior's highest cell
+    ones = np.ones(grid.shape, bool)
+    return PartMap(grid, fused, ones.astype(np.int32), ones, PartMapConfig())
+
+
+def test_edge_band_is_chosen_where_good_parts_edge_scores_fall_to_the_interior_level():
+    from cell.part_map import choose_edge_mm
+
+    chosen = choose_edge_mm([_good_map_with_hot_edge(0.9, 6.0), _good_map_with_hot_edge(0.5, 3.0)], (0.06, 0.06),
+                            interior_mm=15.0)
+    assert chosen["edge_mm"] == 6.0 and chosen["interior_max"] == pytest.approx(0.2)
+    assert chosen["band_max"]["5-6"] == pytest.approx(0.9) and chosen["band_max"]["6-7"] == pytest.approx(0.1)
+    assert choose_edge_mm([_good_map_with_hot_edge(0.05, 6.0)], (0.06, 0.06), interior_mm=15.0)["edge_mm"] == 0.0
+    with pytest.raises(PartMapError, match="no good part maps"):
+        choose_edge_mm([], (0.06, 0.06))
