@@ -82,6 +82,14 @@ class HardSceneConfig(BaseModel):
     waviness_m: float = Field(0.5e-3, ge=0.0, le=5e-3, description="meander amplitude of the tows (default 0.12 mm)")
     illumination_gradient: float = Field(0.15, ge=0.0, le=0.5, description="brightness change across the sheet")
 
+    @field_validator("glints")
+    @classmethod
+    def _glint_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        lo, hi = value
+        if lo < 0 or hi < lo or hi > 100:
+            raise ValueError(f"glints must be (min, max) with 0 <= min <= max <= 100, got {value}")
+        return value
+
 
 class SceneConfig(BaseModel):
     """The simulated scene: sheet size and texel pitch, fabric look, placement, defects, table colour.
@@ -418,7 +426,7 @@ def _normal_variation(albedo: np.ndarray, hard: HardSceneConfig, texel_size_m: f
     shading = 1.0 + hard.density_variation * np.clip(_smooth_noise(rng, (h, w), (factor, factor)), -2.5, 2.5)
     shading *= 1.0 + rng.uniform(-hard.lighting_drift, hard.lighting_drift)
     lo, hi = hard.glints
-    n = int(rng.integers(lo, hi + 1)) if hi >= lo else 0
+    n = int(rng.integers(lo, hi + 1))
     for _ in range(n):
         r = rng.uniform(0.3e-3, 1.0e-3) / texel_size_m
         u, v = rng.uniform(0, w), rng.uniform(0, h)
