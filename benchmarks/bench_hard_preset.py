@@ -10,8 +10,9 @@
    images of good sheets), also per defect kind. This sets the SIMULATOR (how visible its defects are) so
    that the full-size model's AUROC is near 0.9 as on real data; it tunes no detector setting and no
    threshold.
-3. **Part level** at the preset's own strength (the value in the cell file, i.e. the tuned one), on NEW good
-   and defective sheets (other seeds than the sweep's): the old rule (a part is as bad as its worst view, at
+3. **Part level** at the preset's own strength (the value in the cell file, i.e. the tuned one; when it is not
+   in the sweep, the swept strength nearest AUROC 0.9), on the sweep's own good and defective sheets at that
+   strength (no second scoring: the CPU budget): the old rule (a part is as bad as its worst view, at
    the model's image threshold) and part maps fused by each rule (part threshold: 0.99 quantile of the
    held-out good training parts fused by that rule), part AUROC, false-reject rate at zero miss and the ROC
    points of each. Scoring and fusion are :mod:`benchmarks.bench_parts`' own (``score_parts``, ``fuse``).
@@ -31,6 +32,7 @@ Writes benchmarks/results/hard_preset.json (numbers, ROC points, load average, w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -136,19 +138,20 @@ def variation(store: Any, good: dict[str, list]) -> dict[str, Any]:
             "good_image_score_quantiles": [float(q) for q in np.quantile(scores, [0.05, 0.5, 0.95])]}
 
 
-def part_level(store: Any, model: Any, held: dict[str, list], test: dict[str, list], rules: Sequence[str],
-               k: int) -> dict[str, Any]:
-    """Old rule and each fusion rule on the test parts: AUROC, zero-miss false rejects, ROC points."""
+def part_level(held: tuple[Any, dict[str, list]], tests: Sequence[tuple[Any, dict[str, list]]],
+               image_threshold: float, rules: Sequence[str], k: int) -> dict[str, Any]:
+    """Old rule and each fusion rule on the test parts: AUROC, zero-miss false rejects, ROC points.
+    ``held``: (store, views) of the held-out good training parts (the part thresholds); ``tests``: (store,
+    views) groups of test parts (good and defective sheets may lie in different stores)."""
     from cell.part_evaluation import PartOutcome, part_level_metrics
     from cell.part_map import PartMapConfig
     from cell.part_scoring import StoredPartMaps
     from detectors.thresholds import choose_threshold
 
-    labels = {p.part_id: p.label for p in store.parts()}
-    masks = store.mask_infos()
-    truth_labels = np.array([labels[p] == "defective" for p in test])
-    old_scores = np.array([max(v[1] for v in views) for views in test.values()])
-    image_threshold = model.threshold.value
+    labelled = [(store, {p.part_id: p.label for p in store.parts()}, store.mask_infos(), views)
+                for store, views in tests]
+    truth_labels = np.array([labels[p] == "defective" for _, labels, _, views in labelled for p in views])
+    old_scores = np.array([max(v[1] for v in pv) for _, _, _, views in labelled for pv in views.values()])
     good = ~truth_labels
     out: dict[str, Any] = {"old_rule": {
         "image_threshold": image_threshold,
@@ -157,15 +160,17 @@ def part_level(store: Any, model: Any, held: dict[str, list], test: dict[str, li
         "roc": roc_points(old_scores, truth_labels)}, "fusion": {}}
     for rule in rules:
         config = PartMapConfig(fusion=rule, k=k)
-        maps = StoredPartMaps(store, config)
-        threshold = choose_threshold("good_quantile", np.array([fuse(maps, v, config).score for v in held.values()]),
-                                     quantile=0.99).value
+        held_maps = StoredPartMaps(held[0], config)
+        threshold = choose_threshold("good_quantile", np.array([fuse(held_maps, v, config).score
+                                                                for v in held[1].values()]), quantile=0.99).value
         outcomes = []
-        for part_id, views in test.items():
-            records = [v[0] for v in views]
-            truth = maps.truth(records, masks) if labels[part_id] == "defective" else None
-            outcomes.append(PartOutcome(part_id, records[0].campaign, labels[part_id], fuse(maps, views, config),
-                                        max(v[1] for v in views), truth))
+        for store, labels, masks, views in labelled:
+            maps = StoredPartMaps(store, config)
+            for part_id, pv in views.items():
+                records = [v[0] for v in pv]
+                truth = maps.truth(records, masks) if labels[part_id] == "defective" else None
+                outcomes.append(PartOutcome(part_id, records[0].campaign, labels[part_id], fuse(maps, pv, config),
+                                            max(v[1] for v in pv), truth))
         section = part_level_metrics(outcomes, threshold, {"fusion": config.describe()})
         section["roc"] = roc_points(np.array([o.score for o in outcomes]), truth_labels)
         section["part_scores"] = {o.part_id: o.score for o in outcomes}
@@ -174,6 +179,12 @@ def part_level(store: Any, model: Any, held: dict[str, list], test: dict[str, li
         if "auroc" not in out["old_rule"]:
             out["old_rule"].update(section["rules"]["max_image"])
     return out
+
+
+def image_scores(views: dict[str, list], masks: dict[int, Any]) -> list[list]:
+    """[part id, pose id, image score, defect pixels in the capture's mask] of every capture (for re-analysis)."""
+    return [[p, r.pose_id, float(sc), int(masks[r.id].area_px) if r.id in masks else 0]
+            for p, v in views.items() for r, sc, _ in v]
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -205,8 +216,6 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"preset": preset.model_dump(), "model_dir": str(model_dir),
                               "train_images": len(provenance["train"]), "held_out_good_parts": len(holdout)}
     with CaptureStore(store_path) as store:
-        if args.model_dir is not None:  # the reused model's held-out parts are not in this store
-            holdout = {p.part_id for p in store.parts() if p.part_id in holdout} or holdout
         started = time.perf_counter()
         held = score_parts(store, model, ["train"], holdout)
         timings["score_held_out_s"] = time.perf_counter() - started
@@ -214,37 +223,40 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             raise SystemExit(f"{model_dir}: none of its held-out parts {sorted(holdout)} are in this run's store "
                              "(use the same --seed and --train-parts as the run that trained it)")
     sweep: dict[str, Any] = {}
-    if args.contrasts:
-        with CaptureStore(store_path) as store:
-            capture(store, hard_cell_config(args.plan, args.camera), args.plan, "sweep_good", args.good_parts,
-                    args.seed + 1, 0.0)
-            good = score_parts(store, model, ["sweep_good"])
-            report["variation"] = variation(store, good)
+    with contextlib.ExitStack() as open_stores:
+        store = open_stores.enter_context(CaptureStore(store_path))
+        held = (store, held)
+        capture(store, hard_cell_config(args.plan, args.camera), args.plan, "sweep_good", args.good_parts,
+                args.seed + 1, 0.0)
+        good = score_parts(store, model, ["sweep_good"])
+        report["variation"] = variation(store, good)
+        report["good_image_scores"] = image_scores(good, {})
+        defective: dict[str, tuple[Any, dict[str, list]]] = {}
         for contrast in args.contrasts:
             started = time.perf_counter()
             # one store per strength, the same campaign name: the same part ids, so the same sheets and defects
-            with CaptureStore(work / f"sweep_{contrast:g}", create=True) as store:
-                capture(store, hard_cell_config(args.plan, args.camera, contrast), args.plan, "sweep_defective",
-                        args.defective_parts, args.seed + 2, 1.0)
-                sweep[f"{contrast:g}"] = image_auroc(good, score_parts(store, model, ["sweep_defective"]),
-                                                     store.mask_infos())
+            sweep_store = open_stores.enter_context(CaptureStore(work / f"sweep_{contrast:g}", create=True))
+            capture(sweep_store, hard_cell_config(args.plan, args.camera, contrast), args.plan, "sweep_defective",
+                    args.defective_parts, args.seed + 2, 1.0)
+            views = score_parts(sweep_store, model, ["sweep_defective"])
+            masks = sweep_store.mask_infos()
+            defective[f"{contrast:g}"] = (sweep_store, views)
+            sweep[f"{contrast:g}"] = {**image_auroc(good, views, masks), "defect_image_scores": image_scores(views, masks)}
             print(f"defect_contrast {contrast:g}: per-image AUROC {sweep[f'{contrast:g}']['auroc']:.3f} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
-    report["sweep"] = sweep
-    if not args.no_part_level:
-        started = time.perf_counter()
-        with CaptureStore(store_path) as store:
-            capture(store, hard_cell_config(args.plan, args.camera), args.plan, "good", args.good_parts, args.seed + 3, 0.0)
-            capture(store, hard_cell_config(args.plan, args.camera), args.plan, "defective", args.defective_parts,
-                    args.seed + 4, 1.0)
-            test = score_parts(store, model, ["good", "defective"])
-            labels = {p.part_id: p.label for p in store.parts()}
-            report["image_level_at_preset"] = image_auroc({p: v for p, v in test.items() if labels[p] == "good"},
-                                                          {p: v for p, v in test.items() if labels[p] == "defective"},
-                                                          store.mask_infos())
-            report["poses_per_part"] = len(next(iter(test.values())))
-            report["part_level"] = part_level(store, model, held, test, args.rules, args.k)
-        timings["part_level_s"] = time.perf_counter() - started
+        report["sweep"] = sweep
+        if defective and not args.no_part_level:
+            # part level at the preset's strength when it is in the sweep, else at the strength nearest 0.9 AUROC
+            key = f"{preset.defect_contrast:g}"
+            if key not in defective:
+                key = min(sweep, key=lambda c: abs((sweep[c]["auroc"] or 0.0) - 0.9))
+            started = time.perf_counter()
+            report["part_level_contrast"] = float(key)
+            report["part_level_contrast_is_preset"] = key == f"{preset.defect_contrast:g}"
+            report["poses_per_part"] = len(next(iter(good.values())))
+            report["part_level"] = part_level(held, [(store, good), defective[key]], model.threshold.value,
+                                              args.rules, args.k)
+            timings["part_level_s"] = time.perf_counter() - started
     report["timings_s"] = timings
     return report
 
@@ -289,18 +301,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-model", type=Path, default=None, help="train into (and keep) this model directory")
     parser.add_argument("--overrides", default="{}",
                         help="JSON detector-config overrides for a quick smoke run (the measurement uses none)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a shared, oversubscribed CPU two threads only spin)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "hard_preset.json")
     args = parser.parse_args(argv)
     args.contrasts = [float(c) for c in args.contrasts.split(",") if c.strip()]
     args.rules = [r for r in args.rules.split(",") if r]
     args.plan = args.plan.resolve()
+    import torch
+
+    torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_hard_") as tmp:
         report = {"benchmark": "hard_preset", "cell": str(HARD_CELL.relative_to(REPO)),
                   "plan": str(args.plan.relative_to(REPO)) if args.plan.is_relative_to(REPO) else str(args.plan),
                   "camera": args.camera, "detector": {"config": str(DETECTOR.relative_to(REPO)), "overrides": overrides(args)},
-                  "seed": args.seed, "train_parts": args.train_parts, "good_parts": args.good_parts,
+                  "seed": args.seed, "torch_threads": args.threads, "train_parts": args.train_parts, "good_parts": args.good_parts,
                   "defective_parts": args.defective_parts, **run(args, Path(tmp))}
     report["wall_s"] = time.perf_counter() - started
     report["loadavg_before"] = load_before
