@@ -25,7 +25,7 @@ the scoring on the shared 2-core CPU; ``--plan configs/campaigns/sheet_raster.ya
 Camera: ``small`` (bench_parts' 320 x 256 sensor with 4x larger pixels: the default camera's field of view, and
 the model resizes every capture to its 256 px square either way) or ``full``.
 
-Run:  nice -n 5 .venv/bin/python -m benchmarks.bench_hard_preset [--contrasts 0.3,0.5,0.7,1.0]
+Run:  nice -n 5 .venv/bin/python -m benchmarks.bench_hard_preset [--contrasts 0.2,0.3,0.4,0.5,0.7,1.0]
       [--train-parts 8] [--good-parts 12] [--defective-parts 12] [--model-dir DIR] [--keep-model DIR]
 Writes benchmarks/results/hard_preset.json (numbers, ROC points, load average, wall time).
 """
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", type=Path, default=DEFAULT_PLAN)
     parser.add_argument("--camera", choices=("small", "full"), default="small")
-    parser.add_argument("--contrasts", default="0.3,0.5,0.7,1.0",
+    parser.add_argument("--contrasts", default="0.2,0.3,0.4,0.5,0.7,1.0",
                         help="defect_contrast values of the sweep, comma-separated ('' skips the sweep)")
     parser.add_argument("--no-part-level", action="store_true", help="only the sweep")
     parser.add_argument("--train-parts", type=int, default=8)
