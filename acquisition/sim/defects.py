@@ -146,10 +146,12 @@ def _metal(patch: _Patch, cov: np.ndarray, base_rgb: np.ndarray, radius: float, 
     return np.clip(rgb * lit[..., None], 0.0, 1.0).astype(np.float32)
 
 
-def _blend(albedo: np.ndarray, patch: _Patch, cov: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """Alpha-blend ``colour`` (h, w, 3) float [0, 1] into the albedo patch by coverage; return the mask."""
+def _blend(albedo: np.ndarray, patch: _Patch, cov: np.ndarray, colour: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    """Alpha-blend ``colour`` (h, w, 3) float [0, 1] into the albedo patch by coverage (times ``strength``
+    (0..1]: a faint defect); return the mask (where the coverage is at least half, whatever the strength)."""
     region = albedo[patch.rows, patch.cols].astype(np.float32) / 255.0
-    out = region * (1.0 - cov[..., None]) + colour * cov[..., None]
+    alpha = cov if strength == 1.0 else cov * np.float32(strength)
+    out = region * (1.0 - alpha[..., None]) + colour * alpha[..., None]
     albedo[patch.rows, patch.cols] = np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
     return cov >= 0.5
 
@@ -236,8 +238,10 @@ _SAMPLERS: dict[str, Callable[[np.random.Generator], tuple[dict, float]]] = {
 
 def _subtle(kind: str, rng: np.random.Generator, contrast: float) -> tuple[dict, float]:
     """The ``hard`` scene's subtle variant of ``kind``: a single short broken or missing thread, a faint small
-    stain, a shallow narrow fold, a small metal part of fibre-like grey. ``contrast`` (0..1] scales how much the
-    stain, fold and metal part differ from the fabric."""
+    stain, a shallow narrow fold, a small metal part of fibre-like grey (halfway from the fabric's grey to steel).
+    ``contrast`` (0..1] is how visible each is: the opacity with which the fold, the metal part and the broken or
+    missing thread are blended into the fabric (for a thread: the share of the tow's filaments gone), and the
+    stain's darkening. The defect's region (its mask) does not depend on it, except a stain's faint rim."""
     if kind == "stain":
         r = rng.uniform(2.5e-3, 6e-3)
         return {"radius": r, "strength": contrast * rng.uniform(0.10, 0.22),
@@ -245,19 +249,21 @@ def _subtle(kind: str, rng: np.random.Generator, contrast: float) -> tuple[dict,
     if kind == "fold":
         length = rng.uniform(10e-3, 25e-3)
         return {"length": length, "width": rng.uniform(2e-3, 4e-3), "angle": rng.uniform(0, np.pi),
-                "shift": rng.uniform(0.6, 1.5), "depth": contrast * rng.uniform(0.3, 0.6)}, length / 2.0 + 1e-3
+                "shift": rng.uniform(0.6, 1.5), "depth": rng.uniform(0.3, 0.6),
+                "visibility": float(contrast)}, length / 2.0 + 1e-3
     if kind == "missing_thread":
         length = rng.uniform(6e-3, 15e-3)
-        return {"length": length, "direction": "warp" if rng.random() < 0.5 else "weft"}, length / 2.0 + 4e-3
+        return {"length": length, "direction": "warp" if rng.random() < 0.5 else "weft",
+                "visibility": float(contrast)}, length / 2.0 + 4e-3
     if kind == "broken_thread":
         gap = rng.uniform(0.8e-3, 2e-3)
         return {"gap": gap, "direction": "warp" if rng.random() < 0.5 else "weft",
-                "strands": int(rng.integers(1, 3))}, gap / 2.0 + 8e-3
+                "strands": int(rng.integers(1, 3)), "visibility": float(contrast)}, gap / 2.0 + 8e-3
     if kind == "metal_part":
         params, radius = _sample_metal_part(rng)
         size = rng.uniform(2e-3, 4e-3)
         params.update(vertices=params["vertices"] / params["size"] * size, size=size, hole=False, dark=False,
-                      fibre=float(contrast))
+                      fibre=0.5, visibility=float(contrast))
         return params, size * 1.05
     raise ValueError(f"defect kind {kind!r} has no subtle variant; subtle kinds: {', '.join(SUBTLE_KINDS)}")
 
@@ -320,7 +326,7 @@ def _draw_metal_part(p: dict, patch: _Patch, albedo, weave, rng, s) -> np.ndarra
     if "fibre" in p:  # the hard scene: grey like the fibre, ``fibre`` (0..1] of the way from the fabric to steel
         fabric = np.float32(weave.config.brightness) * np.asarray(weave.config.tint_rgb, dtype=np.float32)
         base = (fabric + np.float32(p["fibre"]) * (_STEEL - fabric)).astype(np.float32)
-    return _blend(albedo, patch, cov, _metal(patch, cov, base, p["size"] / s, rng, weave))
+    return _blend(albedo, patch, cov, _metal(patch, cov, base, p["size"] / s, rng, weave), p.get("visibility", 1.0))
 
 
 def _draw_fold(p: dict, patch: _Patch, albedo, weave, rng, s) -> np.ndarray:
@@ -349,7 +355,7 @@ def _draw_fold(p: dict, patch: _Patch, albedo, weave, rng, s) -> np.ndarray:
         crease = 1.0 - depth * (1.0 - crease)
     grey = np.clip(grey * ridge * crease, 0.0, 1.0)
     colour = weave.colorize(grey, patch.u(), patch.v())
-    return _blend(albedo, patch, inside.astype(np.float32), colour)
+    return _blend(albedo, patch, inside.astype(np.float32), colour, p.get("visibility", 1.0))
 
 
 def _draw_stain(p: dict, patch: _Patch, albedo, weave, rng, s) -> np.ndarray:
@@ -386,7 +392,7 @@ def _draw_missing_thread(p: dict, patch: _Patch, albedo, weave, rng, s) -> np.nd
     centre = b if tow.direction == "warp" else a
     hidden = HiddenTow(tow.direction, tow.index, centre - half, centre + half)
     rgb, cover = weave.render_patch(patch.rows, patch.cols, hidden)
-    return _blend(albedo, patch, cover.astype(np.float32), rgb)
+    return _blend(albedo, patch, cover.astype(np.float32), rgb, p.get("visibility", 1.0))
 
 
 def _draw_broken_thread(p: dict, patch: _Patch, albedo, weave, rng, s) -> np.ndarray:
@@ -425,7 +431,7 @@ def _draw_broken_thread(p: dict, patch: _Patch, albedo, weave, rng, s) -> np.nda
     strand = weave.colorize(np.full((h, w), min(1.0, weave.config.brightness * 1.25), np.float32), patch.u(), patch.v())
     colour = np.where(cover[..., None], rgb, strand)
     cov = np.maximum(cover.astype(np.float32), alpha)
-    return _blend(albedo, patch, cov, colour)
+    return _blend(albedo, patch, cov, colour, p.get("visibility", 1.0))
 
 
 _DRAWERS = {
