@@ -99,6 +99,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "detectors.tsdn",
     "detectors.slsg",
     "detectors.patchcore",
+    "detectors.efficientad",
 )
 
 

@@ -1,0 +1,185 @@
+"""EfficientAD: the PDN's shape and receptive field, the public teacher format, the hard feature loss, the
+penalty folder, the training-side validation split, resumable training and the config file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detectors import registry
+from detectors.efficientad import EfficientAD, EfficientADConfig
+from detectors.efficientad.autoencoder import Autoencoder
+from detectors.efficientad.losses import hard_feature_loss, normalise_map
+from detectors.efficientad.pdn import PDN, pdn_output_side
+from detectors.efficientad.detector import split_validation
+from detectors.errors import DetectorConfigError, DetectorError, ImageSetError
+from detectors.synthetic import add_defect, synthetic_imageset, textured_images
+
+REPO = Path(__file__).resolve().parents[2]
+#: 6 steps of 2 images at 64 px with a random backbone teacher: plumbing tests.
+_TINY = {**EfficientAD.smoke_config, "pretrained": "none", "iterations": 4, "batch_size": 2}
+
+
+def test_pdn_small_output_grid_channels_and_receptive_field() -> None:
+    pdn = PDN("small", 384)
+    assert [getattr(pdn, f"conv{i}").out_channels for i in range(1, 5)] == [128, 256, 256, 384]
+    x = torch.rand(1, 3, 256, 256, requires_grad=True)
+    out = pdn(x)
+    assert tuple(out.shape) == (1, 384, 56, 56) and pdn_output_side(256) == 56
+    out[0, :, 20, 30].sum().backward()  # which input pixels one output cell sees
+    rows, cols = np.nonzero(x.grad[0].abs().sum(0).numpy())
+    assert rows.max() - rows.min() + 1 == 33 and cols.max() - cols.min() + 1 == 33
+
+
+def test_pdn_medium_and_student_and_autoencoder_shapes() -> None:
+    x = torch.rand(2, 3, 128, 128)
+    assert tuple(PDN("medium", 384)(x).shape) == (2, 384, 24, 24)
+    assert tuple(PDN("small", 768)(x).shape) == (2, 768, 24, 24)
+    assert tuple(Autoencoder(128, 384)(x).shape) == (2, 384, 24, 24)
+
+
+def test_hard_feature_loss_counts_only_the_hardest_differences() -> None:
+    teacher = torch.zeros(1, 10, 10, 10)
+    student = torch.zeros(1, 10, 10, 10)
+    student.view(-1)[:5] = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])  # 1000 differences, 5 non-zero
+    # 0.999 quantile of 1000 values (linear interpolation, as torch.quantile): 16.009: the largest one only
+    assert float(hard_feature_loss(teacher, student, 0.999)) == pytest.approx(25.0)
+    # 0.996: 1 + 0.004 * 3: the four largest squared differences (4, 9, 16, 25)
+    assert float(hard_feature_loss(teacher, student, 0.996)) == pytest.approx((4 + 9 + 16 + 25) / 4)
+    distance = torch.rand(2, 8, 16, 16) ** 2
+    threshold = torch.quantile(distance.flatten(), 0.9)
+    assert float(hard_feature_loss(distance.sqrt(), torch.zeros_like(distance), 0.9)) == pytest.approx(
+        float(distance[distance >= threshold].mean()))
+
+
+def test_normalise_map_sends_the_quantiles_to_0_and_0_1() -> None:
+    maps = torch.tensor([[2.0, 6.0, 10.0]])
+    out = normalise_map(maps, torch.tensor(2.0), torch.tensor(10.0))
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.05, 0.1]]))
+
+
+def test_validation_images_are_held_out_of_training() -> None:
+    train, val = split_validation(20, 0.1, seed=0)
+    assert len(val) == 2 and sorted(train + val) == list(range(20)) and not set(train) & set(val)
+    assert split_validation(1, 0.1, seed=0) == ([0], [0])  # one image: it is both
+    detector = EfficientAD(EfficientADConfig(**_TINY))
+    stats = detector.fit(synthetic_imageset(5, size=64, seed=0))
+    assert stats["n_train"] == 4 and stats["n_validation"] == 1 and stats["validation_held_out"]
+    assert stats["penalty_images"] == 0  # no folder: the penalty term is dropped
+
+
+def _save_public_teacher(path: Path, sequential: bool) -> dict[str, torch.Tensor]:
+    torch.manual_seed(5)
+    state = PDN("small", 384).state_dict()
+    if sequential:  # the nn.Sequential numbering of the other public reproduction
+        index = {"conv1": 0, "conv2": 3, "conv3": 6, "conv4": 8}
+        torch.save({f"{index[k.split('.')[0]]}.{k.split('.')[1]}": v for k, v in state.items()}, path)
+    else:
+        torch.save(state, path)
+    return state
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_teacher_file_in_the_public_format_is_the_teacher(tmp_path: Path, sequential: bool) -> None:
+    path = tmp_path / "teacher_small.pth"
+    expected = _save_public_teacher(path, sequential)
+    detector = EfficientAD(EfficientADConfig(**_TINY, teacher_weights=str(path)))
+    train = synthetic_imageset(4, size=64, seed=0)
+    stats = detector.fit(train)
+    assert stats["teacher"] == "pdn"
+    for key, value in expected.items():
+        torch.testing.assert_close(detector.state_dict()[f"teacher.{key}"], value)
+    # the model directory carries the teacher: it loads after the file is gone
+    detector.save(tmp_path / "model")
+    path.unlink()
+    loaded = EfficientAD.load(tmp_path / "model")
+    probe = textured_images(2, size=64, seed=3)
+    np.testing.assert_array_equal(loaded.predict(probe).anomaly_map, detector.predict(probe).anomaly_map)
+
+
+def test_a_teacher_file_that_does_not_fit_is_one_line_naming_the_tensor(tmp_path: Path) -> None:
+    path = tmp_path / "teacher.pth"
+    state = PDN("small", 384).state_dict()
+    state["conv4.weight"] = state["conv4.weight"][:100]
+    torch.save(state, path)
+    with pytest.raises(DetectorError, match=r"teacher.pth: tensor 'conv4.weight' has shape \(100,"):
+        EfficientAD(EfficientADConfig(**_TINY, teacher_weights=str(path))).fit(synthetic_imageset(3, size=64, seed=0))
+    with pytest.raises(DetectorError, match="not found"):
+        EfficientAD(EfficientADConfig(**_TINY, teacher_weights=str(tmp_path / "nope.pth"))).fit(
+            synthetic_imageset(3, size=64, seed=0))
+
+
+def test_penalty_images_enter_the_loss(tmp_path: Path) -> None:
+    folder = tmp_path / "penalty"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"p{i}.png"), rng.integers(0, 255, (80, 90, 3), dtype=np.uint8))
+    train = synthetic_imageset(4, size=64, seed=0)
+    with_penalty = EfficientAD(EfficientADConfig(**_TINY, penalty_images=str(folder))).fit(train)
+    without = EfficientAD(EfficientADConfig(**_TINY)).fit(train)
+    assert with_penalty["penalty_images"] == 3
+    assert with_penalty["loss_st"][0] > without["loss_st"][0]  # same first step, plus the penalty term
+    assert with_penalty["loss_ae"][0] == without["loss_ae"][0]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageSetError, match="holds no image files"):
+        EfficientAD(EfficientADConfig(**_TINY, penalty_images=str(tmp_path / "empty"))).fit(train)
+
+
+class _Interrupt:
+    """progress callback that raises KeyboardInterrupt once ``at`` steps are done; records what it saw."""
+
+    def __init__(self, at: int | None = None) -> None:
+        self.at, self.seen = at, []
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        self.seen.append((done, message))
+        if self.at is not None and done >= self.at:
+            raise KeyboardInterrupt
+
+
+def test_training_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
+    train = synthetic_imageset(4, size=64, seed=0)
+    config = EfficientADConfig(**_TINY, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        EfficientAD(config).fit(train, progress=_Interrupt(at=3))  # steps 1-3 ran; checkpoint after step 2
+    watcher = _Interrupt()
+    resumed = EfficientAD(config)
+    stats = resumed.fit(train, progress=watcher)
+    assert stats["resumed_from"] == 2 and len(stats["loss"]) == 4
+    assert [d for d, m in watcher.seen if m.startswith("step")] == [3, 4]
+    straight = EfficientAD(EfficientADConfig(**_TINY))
+    straight.fit(train)
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, msg=key)
+    with pytest.raises(DetectorError, match="another run.*lr"):
+        EfficientAD(EfficientADConfig(**{**config.model_dump(), "lr": 1e-4})).fit(train)
+
+
+def test_defect_scores_above_good_images_and_map_peaks_on_it() -> None:
+    detector = EfficientAD(EfficientADConfig(**EfficientAD.smoke_config))
+    detector.fit(synthetic_imageset(6, size=64, seed=0))
+    clean = textured_images(1, size=64, seed=42)[0]
+    defective, mask = add_defect(clean, seed=1, scale=0.25)
+    pred = detector.predict(torch.stack([clean, defective]))
+    assert pred.score[1] > pred.score[0]
+    assert pred.anomaly_map[1][mask.numpy()].mean() > pred.anomaly_map[1][~mask.numpy()].mean()
+
+
+def test_config_refuses_sizes_the_networks_cannot_take() -> None:
+    with pytest.raises(DetectorConfigError, match="image_size"):
+        registry.create("efficientad", image_size=100)
+    with pytest.raises(DetectorConfigError, match="map_quantiles"):
+        registry.create("efficientad", map_quantiles=(0.99, 0.9))
+
+
+def test_config_file_validates() -> None:
+    import yaml
+
+    data = yaml.safe_load((REPO / "configs" / "detectors" / "efficientad.yaml").read_text())
+    assert data["method"] == "efficientad"
+    cfg = registry.validate_config("efficientad", data["config"])
+    assert cfg.iterations < EfficientADConfig().iterations == 70_000  # the CPU recipe; class = paper
