@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.bench_parts import DETECTOR, RULES, fuse, score_parts  # noqa: E402
+from benchmarks.bench_parts import DETECTOR, RULES, capture_with, fuse, score_parts  # noqa: E402
 from benchmarks.timing import write_json  # noqa: E402
 
 HARD_CELL = REPO / "configs" / "cells" / "sim_hard.yaml"
@@ -75,19 +75,10 @@ def hard_cell_config(plan_file: Path, camera: str, defect_contrast: Optional[flo
 
 def capture(store: Any, config: Any, plan_file: Path, campaign: str, parts: int, seed: int, defect_rate: float) -> float:
     """Capture ``parts`` sheets of ``config``'s cell along the plan into ``store``; returns wall seconds."""
-    from cell.campaign import run_campaign
-    from cell.cell_factory import build_cell, load_campaign_file
-    from cell.commands.capture import campaign_identity
+    from cell.cell_factory import build_cell
 
     cell = build_cell(config, source=f"bench_hard_preset {campaign}", seed=seed, defect_rate=defect_rate)
-    campaign_file = load_campaign_file(plan_file)
-    plan = cell.plan(campaign_file.plan)
-    started = time.perf_counter()
-    with cell:
-        run_campaign(cell.robot, cell.camera, store, plan, parts, campaign=campaign, envelope=cell.envelope,
-                     speed=campaign_file.plan.speed, accel=campaign_file.plan.accel, on_new_part=cell.on_new_part,
-                     config=campaign_identity(cell, campaign_file))
-    return time.perf_counter() - started
+    return capture_with(cell, plan_file, store, campaign, parts)
 
 
 def image_auroc(good: dict[str, list], defective: dict[str, list], masks: dict[int, Any]) -> dict[str, Any]:

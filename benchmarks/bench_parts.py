@@ -84,12 +84,18 @@ def make_cell(scenario: str, camera: str, difficulty: str, seed: int, defect_rat
 
 def capture(store: Any, scenario: str, camera: str, difficulty: str, campaign: str, parts: int, seed: int,
             defect_rate: float) -> float:
+    cell = make_cell(scenario, camera, difficulty, seed, defect_rate)
+    return capture_with(cell, SCENARIOS[scenario][0], store, campaign, parts)
+
+
+def capture_with(cell: Any, plan_file: Any, store: Any, campaign: str, parts: int) -> float:
+    """Capture ``parts`` parts with the built ``cell`` along ``plan_file``'s plan into ``store`` as ``campaign``
+    (the capture command's campaign identity); returns wall seconds."""
     from cell.campaign import run_campaign
     from cell.cell_factory import load_campaign_file
     from cell.commands.capture import campaign_identity
 
-    cell = make_cell(scenario, camera, difficulty, seed, defect_rate)
-    campaign_file = load_campaign_file(SCENARIOS[scenario][0])
+    campaign_file = load_campaign_file(plan_file)
     plan = cell.plan(campaign_file.plan)
     started = time.perf_counter()
     with cell:

@@ -48,6 +48,14 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> standardised by the ImageNet channel mean and std (the input of the
+    methods' own networks that are not timm backbones: Glance's nets, EfficientAD's PDNs and autoencoder)."""
+    mean = torch.tensor(_IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(_IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
 class FeatureExtractor(nn.Module):
     """A frozen multi-scale feature extractor (timm ``features_only`` model plus input normalisation).
 

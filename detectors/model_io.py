@@ -45,21 +45,25 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
         raise
 
 
-def check_state_shapes(prefix: str, module: torch.nn.Module, state: dict[str, torch.Tensor], method: str) -> dict[str, torch.Tensor]:
-    """The ``prefix``-ed part of ``state`` for ``module``; one-line DetectorError on a missing/extra/misshapen tensor."""
+def check_state_shapes(
+    prefix: str, module: torch.nn.Module, state: dict[str, torch.Tensor], method: str, *, source: str | None = None
+) -> dict[str, torch.Tensor]:
+    """The ``prefix``-ed part of ``state`` for ``module``; one-line DetectorError on a missing/extra/misshapen tensor,
+    led by ``source`` (e.g. a weights file's path) or else by "<method> weights"."""
+    label = source if source is not None else f"{method} weights"
     expected = module.state_dict()
     part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     for key, ref in expected.items():
         if key not in part:
-            raise DetectorError(f"{method} weights: missing tensor '{prefix}{key}'")
+            raise DetectorError(f"{label}: missing tensor '{prefix}{key}'")
         if tuple(part[key].shape) != tuple(ref.shape):
             raise DetectorError(
-                f"{method} weights: tensor '{prefix}{key}' has shape {tuple(part[key].shape)}, "
+                f"{label}: tensor '{prefix}{key}' has shape {tuple(part[key].shape)}, "
                 f"config expects {tuple(ref.shape)}"
             )
     extra = sorted(set(part) - set(expected))
     if extra:
-        raise DetectorError(f"{method} weights: unexpected tensor '{prefix}{extra[0]}'")
+        raise DetectorError(f"{label}: unexpected tensor '{prefix}{extra[0]}'")
     return part
 
 

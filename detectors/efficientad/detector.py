@@ -52,7 +52,8 @@ from detectors.base import Detector, DetectorConfig, ProgressCallback
 from detectors.efficientad.autoencoder import Autoencoder
 from detectors.efficientad.losses import augment_colour, hard_feature_loss, normalise_map, penalty_loss
 from detectors.efficientad.pdn import PDN, public_pdn_state
-from detectors.efficientad.teacher import BackboneTeacher, PDNTeacher, imagenet_normalise
+from detectors.backbones import imagenet_normalise
+from detectors.efficientad.teacher import BackboneTeacher, PDNTeacher
 from detectors.errors import DetectorError, ImageSetError
 from detectors.model_io import check_loose_tensors, check_state_shapes, reject_unknown_tensors
 from detectors.registry import register

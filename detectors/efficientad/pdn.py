@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detectors.errors import DetectorError
+from detectors.model_io import check_state_shapes
 
 PDNSize = Literal["small", "medium"]
 #: (in, out, kernel) of each convolution, with ``C`` standing for the output channels.
@@ -90,18 +91,7 @@ def public_pdn_state(path: str | Path, size: PDNSize, out_channels: int = 384) -
         rename = {i: f"conv{n}" for n, i in enumerate(indices, start=1)}
         state = {f"{rename[int(k.split('.')[0])]}.{k.split('.', 1)[1]}": v for k, v in state.items()
                  if k.split(".")[0].isdigit()}
-    reference = PDN(size, out_channels).state_dict()
-    for key, ref in reference.items():
-        if key not in state:
-            raise DetectorError(f"{path}: missing tensor '{key}' of a {size} PDN teacher")
-        if tuple(state[key].shape) != tuple(ref.shape):
-            raise DetectorError(
-                f"{path}: tensor '{key}' has shape {tuple(state[key].shape)}, a {size} PDN with "
-                f"{out_channels} channels expects {tuple(ref.shape)}"
-            )
-    extra = sorted(set(state) - set(reference))
-    if extra:
-        raise DetectorError(f"{path}: unexpected tensor '{extra[0]}' for a {size} PDN teacher")
+    state = check_state_shapes("", PDN(size, out_channels), state, "efficientad", source=str(path))
     if not all(bool(torch.isfinite(v).all()) for v in state.values()):
         raise DetectorError(f"{path}: non-finite values in the PDN teacher's weights")
     return {k: v.float() for k, v in state.items()}

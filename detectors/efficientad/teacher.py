@@ -24,19 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectors.backbones import FeatureExtractor
+from detectors.backbones import FeatureExtractor, imagenet_normalise
 from detectors.efficientad.pdn import PDN, pdn_output_side
 from detectors.patch_features import FeatureAggregator
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> ImageNet-standardised (the input of the PDNs and the autoencoder)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
 
 
 class PDNTeacher(nn.Module):

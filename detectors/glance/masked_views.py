@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from detectors.glance.model import GlobalNet, _normalize
+from detectors.backbones import imagenet_normalise
+from detectors.glance.model import GlobalNet
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ class MaskedViews:
         stop = self.views if stop is None else stop
         b, count = images.shape[0], stop - start
         # base pass (no hole: every mask is 1, the ratios of eq. 5 are the plan's), every layer's input kept
-        x = _normalize(images).contiguous(memory_format=torch.channels_last)  # like the crops (one weight layout)
+        x = imagenet_normalise(images).contiguous(memory_format=torch.channels_last)  # like the crops (one weight layout)
         base_inputs = []
         for layer, ratio in zip(net.layers, self.base_ratios):
             base_inputs.append(x)

@@ -12,16 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from detectors.backbones import imagenet_normalise
 from detectors.tiling import tile_starts
 
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
-
-
-def _normalize(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images - mean) / std
 
 
 # --------------------------------------------------------------------------------------------- Local-Net
@@ -40,7 +33,7 @@ class LocalNet(nn.Module):
         self.head = nn.Linear(4 * width, dim)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(_normalize(patches)))
+        return self.head(self.body(imagenet_normalise(patches)))
 
 
 def distillation_loss(decoded: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -119,7 +112,7 @@ class GlobalNet(nn.Module):
 
     def feature_map(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, G, G), (N, 1, G, G) -> final map (N, 4w, G/16, G/16) and its mask."""
-        x, m = _normalize(images), mask
+        x, m = imagenet_normalise(images), mask
         for layer in self.layers:
             x, m = layer(x, m)
             x = self.act(x)
