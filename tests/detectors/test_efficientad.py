@@ -17,6 +17,7 @@ from detectors.efficientad.pdn import PDN, pdn_output_side
 from detectors.efficientad.detector import split_validation
 from detectors.errors import DetectorConfigError, DetectorError, ImageSetError
 from detectors.synthetic import add_defect, synthetic_imageset, textured_images
+from tests.detectors.interrupting_progress import InterruptingProgress
 
 REPO = Path(__file__).resolve().parents[2]
 #: 6 steps of 2 images at 64 px with a random backbone teacher: plumbing tests.
@@ -129,24 +130,12 @@ def test_penalty_images_enter_the_loss(tmp_path: Path) -> None:
         EfficientAD(EfficientADConfig(**_TINY, penalty_images=str(tmp_path / "empty"))).fit(train)
 
 
-class _Interrupt:
-    """progress callback that raises KeyboardInterrupt once ``at`` steps are done; records what it saw."""
-
-    def __init__(self, at: int | None = None) -> None:
-        self.at, self.seen = at, []
-
-    def __call__(self, done: int, total: int, message: str) -> None:
-        self.seen.append((done, message))
-        if self.at is not None and done >= self.at:
-            raise KeyboardInterrupt
-
-
 def test_training_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
     train = synthetic_imageset(4, size=64, seed=0)
     config = EfficientADConfig(**_TINY, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)
     with pytest.raises(KeyboardInterrupt):
-        EfficientAD(config).fit(train, progress=_Interrupt(at=3))  # steps 1-3 ran; checkpoint after step 2
-    watcher = _Interrupt()
+        EfficientAD(config).fit(train, progress=InterruptingProgress(at=3))  # steps 1-3 ran; checkpoint after step 2
+    watcher = InterruptingProgress()
     resumed = EfficientAD(config)
     stats = resumed.fit(train, progress=watcher)
     assert stats["resumed_from"] == 2 and len(stats["loss"]) == 4

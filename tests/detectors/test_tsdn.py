@@ -13,6 +13,7 @@ from detectors.synthetic import synthetic_imageset
 from detectors.tsdn import TSDN, TSDNConfig
 from detectors.tsdn.model import gms_loss, normality_target, ssim_loss, tsdn_losses
 from detectors.tsdn.surf import SuperpixelCache, slic_labels, superpixel_random_fill, surf_batch
+from tests.detectors.interrupting_progress import InterruptingProgress
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,25 +106,13 @@ def test_config_file_validates() -> None:
 _TINY = {**TSDN.smoke_config, "pretrained": "none", "epochs": 2, "batch_size": 2}  # 4 steps on 4 images
 
 
-class _Interrupt:
-    """progress callback that raises KeyboardInterrupt once ``at`` steps are done; records what it saw."""
-
-    def __init__(self, at: int | None = None) -> None:
-        self.at, self.seen = at, []
-
-    def __call__(self, done: int, total: int, message: str) -> None:
-        self.seen.append((done, message))
-        if self.at is not None and done >= self.at:
-            raise KeyboardInterrupt
-
-
 def test_training_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
     train = synthetic_imageset(4, size=64, seed=0)
     config = TSDNConfig(**_TINY, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)
     with pytest.raises(KeyboardInterrupt):
-        TSDN(config).fit(train, progress=_Interrupt(at=3))  # steps 1-3 ran; checkpoint after step 2
+        TSDN(config).fit(train, progress=InterruptingProgress(at=3))  # steps 1-3 ran; checkpoint after step 2
     assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
-    watcher = _Interrupt()
+    watcher = InterruptingProgress()
     resumed = TSDN(config)
     stats = resumed.fit(train, progress=watcher)
     assert stats["resumed_from"] == 2 and stats["steps"] == 4
