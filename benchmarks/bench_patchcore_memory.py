@@ -22,6 +22,13 @@ It also records torch's own baseline (the RSS after ``import torch`` and after b
 the high-water mark rose (phase, progress, ``ru_maxrss`` each time it rose by 8 MiB), the memory expected from
 the shapes, the load average, the wall time of each phase and the greedy selection's seconds per step with
 what the other ratios would cost at that rate (one step = one pass over all N projections).
+
+``--greedy-steps K`` (a memory measurement, not a model): the greedy selection runs its first K steps and the
+rest of the bank's rows are drawn at random from the points not chosen (seeded). Why this measures the same
+memory: the greedy keeps only O(N) vectors beside the (k, N) projections whatever the number of steps, and
+pass 2 allocates the bank from its row count alone, so every phase allocates what the full fit allocates;
+only the selection's content differs. It exists because the paper's ratio 0.1 on 1,000 images is 102,400
+greedy steps (hours on 2 cores). The JSON's ``selection`` says which selection ran.
 """
 from __future__ import annotations
 
@@ -152,15 +159,46 @@ def expected_memory_mb(n_images: int, patches_per_image: int, cfg: Any) -> dict[
     }
 
 
-def run(images: int, image_size: int, score: int, overrides: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+def greedy_then_random(steps: int, seed: int = 0) -> Any:
+    """A stand-in for :func:`detectors.patchcore.model.greedy_coreset` with its signature: the real greedy for
+    the first ``steps`` picks, then the remaining picks uniformly at random (without replacement, ``seed``)
+    from the points not yet chosen. Same output shape and dtype (n_select,) int64; used only by
+    ``--greedy-steps`` (see module docstring)."""
+    from detectors.patchcore.model import greedy_coreset
+
+    def select(columns: torch.Tensor, n_select: int, *, first: int = 0, progress: Any = None) -> torch.Tensor:
+        head = greedy_coreset(columns, min(steps, n_select), first=first, progress=progress)
+        if n_select <= head.numel():
+            return head
+        free = torch.ones(columns.shape[1], dtype=torch.bool)
+        free[head] = False
+        pool = torch.nonzero(free).flatten()
+        gen = torch.Generator().manual_seed(seed)
+        rest = pool[torch.randperm(pool.numel(), generator=gen)[: n_select - head.numel()]]
+        if progress is not None:
+            progress(n_select, n_select)
+        return torch.cat([head, rest.to(head.device)])
+
+    return select
+
+
+def run(images: int, image_size: int, score: int, overrides: dict[str, Any], out_dir: Path,
+        greedy_steps: Optional[int] = None) -> dict[str, Any]:
     """Fit PatchCore on ``images`` random images (class defaults + ``overrides``), score ``score`` more; write
-    and return the result document."""
+    and return the result document. ``greedy_steps``: the memory stand-in selection (module docstring)."""
     import detectors
+    import detectors.patchcore.detector as patchcore_detector
 
     config = {"image_size": image_size, "device": "cpu", **overrides}
-    out_path = out_dir / f"patchcore_memory_{images}.json"
+    suffix = "" if greedy_steps is None else f"_greedy{greedy_steps}"
+    out_path = out_dir / f"patchcore_memory_{images}{suffix}.json"
     doc: dict[str, Any] = {
         "benchmark": "bench_patchcore_memory",
+        "selection": (
+            {"kind": "greedy coreset (the real fit)"} if greedy_steps is None else
+            {"kind": "memory stand-in: greedy for the first steps, the rest random (not a usable model)",
+             "greedy_steps": greedy_steps}
+        ),
         "images": images,
         "image_size": image_size,
         "torch_threads": torch.get_num_threads(),
@@ -209,14 +247,21 @@ def run(images: int, image_size: int, score: int, overrides: dict[str, Any], out
                 rises.append([phase, message, peak])
 
         monitor.set_phase("pass1_features")
-        stats = detector.fit(RandomImages(images, image_size, seed=0), progress=progress)
+        real_greedy = patchcore_detector.greedy_coreset
+        if greedy_steps is not None:
+            patchcore_detector.greedy_coreset = greedy_then_random(greedy_steps)
+        try:
+            stats = detector.fit(RandomImages(images, image_size, seed=0), progress=progress)
+        finally:
+            patchcore_detector.greedy_coreset = real_greedy
         doc["fit_stats"] = stats
         doc["peak_rss_after_fit_mb"] = round(peak_rss_mb(), 1)
         n_bank, n_patches = stats["bank_size"][0], stats["n_patches"]
         if n_bank < n_patches:
             # one greedy step = one pass over all N projections, whatever the ratio: the cost of a ratio r is
-            # r * N steps at this rate (under this run's load)
-            per_step = stats["coreset_seconds"] / n_bank
+            # r * N steps at this rate (under this run's load; with --greedy-steps the random fill's
+            # fraction of a second is in it too)
+            per_step = stats["coreset_seconds"] / (n_bank if greedy_steps is None else min(greedy_steps, n_bank))
             doc["greedy"] = {
                 "seconds_per_step": round(per_step, 5),
                 "estimated_seconds_by_ratio": {str(r): round(per_step * round(r * n_patches)) for r in (0.01, 0.1, 0.25)},
@@ -244,6 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--greedy-steps", type=int, default=None, metavar="K",
+                        help="memory stand-in: K greedy steps, the rest of the bank random (see the module docstring)")
     args = parser.parse_args(argv)
     from cell.config import parse_overrides
     from cell.errors import CellError
@@ -252,10 +299,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.images < 1 or args.image_size < 32 or args.score < 0:
         print("error: --images must be >= 1, --image-size >= 32 and --score >= 0", file=sys.stderr)
         return 2
+    if args.greedy_steps is not None and args.greedy_steps < 1:
+        print(f"error: --greedy-steps must be >= 1, got {args.greedy_steps}", file=sys.stderr)
+        return 2
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     try:
-        result = run(args.images, args.image_size, args.score, parse_overrides(args.overrides), args.out)
+        result = run(args.images, args.image_size, args.score, parse_overrides(args.overrides), args.out,
+                     greedy_steps=args.greedy_steps)
     except (DetectorError, CellError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
