@@ -53,6 +53,7 @@ from detectors.image_ops import check_batch, gaussian_blur
 from detectors.model_io import check_state_shapes, reject_unknown_tensors
 from detectors.patch_features import FeatureAggregator
 from detectors.patchcore.model import (
+    all_finite,
     gaussian_projection,
     greedy_coreset,
     nearest_neighbours,
@@ -228,7 +229,7 @@ class PatchCore(Detector):
 
     def _check_finite(self, values: torch.Tensor, where: str) -> None:
         """A NaN or infinite feature (a broken backbone or weights file) is an error, never a silent score."""
-        if not bool(torch.isfinite(values).all()):
+        if not all_finite(values):
             raise DetectorError(f"{self.name}: {where}: non-finite patch features (NaN or inf) from the backbone")
 
     # -------------------------------------------------------------------------------------- predict
@@ -277,7 +278,7 @@ class PatchCore(Detector):
         if not isinstance(bank, torch.Tensor) or bank.ndim != 2 or bank.shape[1] != d or bank.shape[0] < 2:
             shape = tuple(bank.shape) if isinstance(bank, torch.Tensor) else type(bank).__name__
             raise DetectorError(f"{self.name} weights: tensor 'bank' has shape {shape}, config expects (M, {d}) with M >= 2")
-        if not bank.is_floating_point() or not bool(torch.isfinite(bank).all()):
+        if not bank.is_floating_point() or not all_finite(bank):
             raise DetectorError(f"{self.name} weights: tensor 'bank' holds non-finite or non-float values")
         reject_unknown_tensors(state, list(modules), ["bank"], self.name)
         for prefix, module in modules.items():

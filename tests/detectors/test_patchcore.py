@@ -17,6 +17,7 @@ from detectors import registry
 from detectors.errors import DetectorConfigError, DetectorError, ModelDirectoryError
 from detectors.patchcore import PatchCore, PatchCoreConfig, memory_bank_size
 from detectors.patchcore.model import (
+    all_finite,
     gaussian_projection,
     greedy_coreset,
     greedy_coreset_reference,
@@ -238,3 +239,14 @@ def test_a_directory_with_a_bad_bank_is_a_model_directory_error(fitted, tmp_path
     torch.save({"bank": torch.full((4, 64), float("inf"))}, directory / "weights.pt")
     with pytest.raises(ModelDirectoryError, match="weights.pt"):
         PatchCore.load(directory)
+
+
+def test_all_finite_finds_one_bad_value_in_any_block() -> None:
+    bank = torch.zeros(50, 6)
+    assert all_finite(bank, chunk_elements=12)  # blocks of 2 rows
+    for row, value in ((0, float("nan")), (49, float("inf")), (23, float("-inf"))):
+        bad = bank.clone()
+        bad[row, 3] = value
+        assert not all_finite(bad, chunk_elements=12)
+        assert not all_finite(bad)  # one block
+    assert all_finite(torch.zeros(0, 6))
