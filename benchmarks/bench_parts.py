@@ -188,10 +188,10 @@ def hotspot(part_map: Any) -> dict[str, Any]:
 
 
 def missed_truth(outcomes: list, threshold: float) -> dict[str, Any]:
-    """True defect regions of the defective parts (each labelled region of the truth map, over the WHOLE plan
-    outline): how many lie entirely in the unjudged edge band (``part_map.edge_mm``), and for each judged one
-    that no reported region overlaps: its part, centre, area and the highest fused value inside it."""
-    from cell.part_evaluation import _regions
+    """True defects of the defective parts (:func:`cell.part_evaluation.true_defects` of the truth map over the
+    WHOLE plan outline): how many lie entirely in the unjudged edge band (``part_map.edge_mm``), and for each
+    judged one that no reported region overlaps: its part, centre, area and the highest fused value inside it."""
+    from cell.part_evaluation import true_defects
 
     in_band, missed, total = 0, [], 0
     for o in outcomes:
@@ -201,7 +201,7 @@ def missed_truth(outcomes: list, threshold: float) -> dict[str, Any]:
         truth = (o.truth.views > 0) & (np.nan_to_num(o.truth.fused, nan=0.0) > 0.5)
         reported = pm.covered & (np.nan_to_num(pm.fused, nan=-np.inf) > threshold)
         centres = pm.grid.cell_centres() * 1e3
-        for region in _regions(truth):
+        for region in true_defects(truth, pm.grid.cell_m * 1e3):
             total += 1
             judged = region & pm.covered
             if not judged.any():
@@ -241,7 +241,7 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
     timings: dict[str, float] = {}
     captured = store_path / "bench_captured.json"
     counts = {"train": args.train_parts, "holdout": args.holdout_parts, "good": args.good_parts,
-              "defective": args.defective_parts}
+              "defective": args.defective_parts, "select": args.select_parts}
     have = json.loads(captured.read_text()) if captured.is_file() else {}
     if have.get("train") != counts["train"] or any(0 < have.get(k, 0) < v for k, v in counts.items()):
         import shutil
@@ -251,7 +251,7 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
                 shutil.rmtree(old)
         have = {}
     seeds = {"train": (args.seed, 0.0), "holdout": (args.seed + 3, 0.0), "good": (args.seed + 1, 0.0),
-             "defective": (args.seed + 2, 1.0)}
+             "defective": (args.seed + 2, 1.0), "select": (args.seed + 4, 1.0)}
     with CaptureStore(store_path, create=not store_path.exists()) as store:
         for campaign, n in counts.items():  # a campaign missing from the store is captured (e.g. a new holdout)
             if n and not have.get(campaign):
@@ -287,6 +287,8 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
         held.update(score_parts(store, model, ["holdout"], set(first["holdout"]), cache=cache, log=log))
         test = score_parts(store, model, ["defective", "good"], set(first["good"]) | set(first["defective"]),
                            cache=cache, log=log)
+        select = (score_parts(store, model, ["select"], set(first["select"]), cache=cache, log=log)
+                  if counts["select"] else {})
         timings["score_s"] = time.perf_counter() - started
         labels = {p.part_id: p.label for p in store.parts()}
         masks = store.mask_infos()
@@ -397,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra good parts captured for the part threshold only (never trained on), fused with "
                              "the training's held-out parts")
     parser.add_argument("--good-parts", type=int, default=12)
+    parser.add_argument("--select-parts", type=int, default=0,
+                        help="defective parts of another seed, never the test set: the localisation rule is chosen "
+                             "on them (campaign 'select')")
     parser.add_argument("--defective-parts", type=int, default=12)
     parser.add_argument("--rules", default=",".join(RULES))
     parser.add_argument("--k", type=int, default=2, help="k of the kth rule")
