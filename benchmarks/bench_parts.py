@@ -215,6 +215,26 @@ def missed_truth(outcomes: list, threshold: float) -> dict[str, Any]:
     return {"true_defects_on_outline": total, "entirely_in_unjudged_band": in_band, "missed": missed}
 
 
+def selection_metrics(accs: dict[str, Any], truths: dict[str, Any], config: Any, threshold: float,
+                      views: dict[str, list]) -> dict[str, Any]:
+    """On the selection parts (defective parts of another seed, never the test set): missed parts at the
+    training-side ``threshold`` and the localisation of each centroid placement (``part_map.centroid``), for
+    choosing the rule and the centroid."""
+    from cell.part_evaluation import PartOutcome, localisation
+    from cell.part_map import CENTROIDS
+
+    out: dict[str, Any] = {"parts": len(accs)}
+    for centroid in CENTROIDS:
+        placed = config.model_copy(update={"centroid": centroid})
+        outcomes = [PartOutcome(p, "select", "defective", a.finish(placed), max(v[1] for v in views[p]), truths.get(p))
+                    for p, a in accs.items()]
+        out["missed_defective_parts"] = int(sum(1 for o in outcomes if not o.score > threshold))
+        loc = localisation(outcomes, threshold)
+        out[centroid] = {k: loc[k] for k in ("true_defects", "labelled_fragments", "hit", "hit_rate",
+                                             "false_defects_on_defective_parts", "centroid_error_mm")}
+    return out
+
+
 def load_scoring_model(model_dir: Path, runtime: str, device: str) -> Any:
     """The trained model on ``runtime``: ``torch`` (the model directory), ``onnx`` (exported once into
     ``model_dir/exported/onnx`` with ``cell export``'s code and its parity check, then ONNX Runtime: the line's
@@ -294,12 +314,15 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
         masks = store.mask_infos()
         results: dict[str, Any] = {}
         # every view is projected once (edge_mm 0); each rule and edge band is a finish() of the same views
-        base = PartMapConfig(k=args.k, edge_mm=0.0, border_px=args.border_px)
+        base = PartMapConfig(k=args.k, edge_mm=0.0, border_px=args.border_px,
+                             **({} if args.centroid is None else {"centroid": args.centroid}))
         maps = StoredPartMaps(store, base)
         started = time.perf_counter()
         held_acc = {p: accumulate(maps, views, base) for p, views in held.items()}
         test_acc = {p: accumulate(maps, views, base) for p, views in test.items()}
         truths = {p: maps.truth([v[0] for v in views], masks) for p, views in test.items() if labels[p] == "defective"}
+        select_acc = {p: accumulate(maps, views, base) for p, views in select.items()}
+        select_truths = {p: maps.truth([v[0] for v in views], masks) for p, views in select.items()}
         timings["projection_s"] = time.perf_counter() - started
         log(f"{scenario}: projected {len(held_acc) + len(test_acc)} parts in {timings['projection_s']:.0f} s")
         size_m = next(iter(held_acc.values())).part.size_m
@@ -326,6 +349,8 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
             section["weakest_defective_parts"] = [{"part_id": o.part_id, "score": o.score, **hotspot(o.part_map)}
                                                   for o in defective[:5]]
             section["truth_regions"] = missed_truth(outcomes, threshold)
+            if select_acc:
+                section["selection"] = selection_metrics(select_acc, select_truths, config, threshold, select)
             section.pop("parts")
             results[config.describe()] = section
             log(f"{scenario}: fused by {config.describe()}, edge band {edge_mm:g} mm: part AUROC "
@@ -354,7 +379,7 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
             "held_out_good_parts": len(held), "held_out_from_train": len(holdout),
             "holdout_parts": args.holdout_parts, "good_parts": args.good_parts, "defective_parts": args.defective_parts,
             "runtime": args.runtime, "part_threshold": {"policy": "good_quantile", "quantile": args.part_quantile},
-            "part_map": {"edge_mm": args.edge_mm, "border_px": args.border_px, "cell_mm": 0.5},
+            "part_map": {"edge_mm": args.edge_mm, "border_px": args.border_px, "cell_mm": 0.5, "centroid": base.centroid},
             "test_parts_scored_first": "defective, then good",
             "image_auroc": image_auroc, "images": {"good": int((~image_labels).sum()), "defective": int(image_labels.sum())},
             "old_rule_at_image_threshold": old_rule, "fusion": results, "timings_s": timings}
@@ -381,6 +406,19 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | fused, {rule} | {r['rules']['part_map']['auroc']:.3f} | {zm['false_rejects']}/"
                          f"{zm['good_parts']} | {at['missed_defective_parts']} / {at['false_rejects']} | "
                          f"{'-' if hit is None else f'{hit:.2f}'} | {'-' if err is None else f'{err:.1f} mm'} |")
+    for name, s in report["scenarios"].items():
+        first = next(iter(s["fusion"].values()))
+        if "selection" not in first:
+            continue
+        lines += ["", f"selection parts ({name}, {first['selection']['parts']} defective parts of another seed): "
+                  "missed parts at the training-side threshold, hit rate / median centroid error per centroid",
+                  "| rule | missed | region | peak_weighted | core |", "|---|---|---|---|---|"]
+        for rule, r in s["fusion"].items():
+            sel = r["selection"]
+            cells = [f"{sel[c]['hit_rate']:.2f} ({sel[c]['hit']}/{sel[c]['true_defects']}) / "
+                     f"{(sel[c]['centroid_error_mm'] or {}).get('median', float('nan')):.2f} mm"
+                     for c in ("region", "peak_weighted", "core")]
+            lines.append(f"| {rule} | {sel['missed_defective_parts']}/{sel['parts']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -414,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge-mm", default="auto",
                         help="part_map.edge_mm, the unjudged band inside the outline: mm, or auto (chosen per rule on "
                              "the held-out good parts: cell.part_map.choose_edge_mm)")
+    parser.add_argument("--centroid", default=None,
+                        help="part_map.centroid of the test numbers (default: PartMapConfig's; the selection parts "
+                             "are measured with every placement)")
     parser.add_argument("--border-px", type=float, default=0.0, help="part_map.border_px: unjudged image border")
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the stores, models and scores here and reuse them (default: a temporary folder)")

@@ -55,16 +55,18 @@ class PartMapConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cell_mm: float = Field(0.5, ge=0.05, le=10.0, description="edge of a grid cell on the part, mm")
-    # default by measurement (benchmarks/bench_parts.py, README "Part maps"): max meets the demo plan's target and
-    # sheet_raster's miss/false-reject targets with the demo's model (mean: better hit rate, worse centroid)
-    fusion: Literal["max", "mean", "median", "kth"] = Field("max", description="how the views of a cell are fused")
+    # default by measurement on selection parts (defective sheets of another seed, never the test set;
+    # benchmarks/bench_parts.py --select-parts, README "Part maps"): mean missed no selection part on either plan,
+    # max and kth missed one demo part each (a faint 105 mm2 defect that every view shows a little)
+    fusion: Literal["max", "mean", "median", "kth"] = Field("mean", description="how the views of a cell are fused")
     k: int = Field(2, ge=1, le=50, description="fusion kth: the k-th highest view of a cell")
     border_px: float = Field(0.0, ge=0.0, le=500.0, description="camera pixels at each image edge that do not count")
     edge_mm: float = Field(0.0, ge=0.0, le=100.0, description="band inside the outline's edge that is not judged "
                            "(placement tolerance of the part; 0: the whole outline)")
     min_coverage: float = Field(0.999, gt=0.0, le=1.0, description="share of the outline that must be seen")
+    # default by the same measurement: peak_weighted had the lowest median centroid error of mean's regions
     centroid: Literal["region", "peak_weighted", "core"] = Field(
-        "region", description="where a defect's x_mm, y_mm lie within its region (see CENTROIDS)")
+        "peak_weighted", description="where a defect's x_mm, y_mm lie within its region (see CENTROIDS)")
 
     def describe(self) -> str:
         return f"kth (k={self.k})" if self.fusion == "kth" else self.fusion
