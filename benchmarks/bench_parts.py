@@ -15,7 +15,9 @@ false-reject rate of good sheets at zero missed defective sheets (threshold-free
 the training-side threshold, and the defect hit rate and centroid error (mm) against the simulation's exact
 defect regions projected onto the part grid (:mod:`cell.part_evaluation`), with the worst good parts' and the
 weakest defective parts' hot spots (where, how far from the edge, seen by how many views, which pose) and the
-true defects missed.
+true defects missed. ``--select-parts N``: N defective sheets of another seed (campaign ``select``), never the
+test set, on which every centroid placement is measured per rule (``selection`` in the JSON): the data the
+defaults were chosen on.
 
 Camera: ``--camera small`` (default) is the test cell's 320x256 sensor with 4x larger pixels: the default
 camera's field of view (the same plans, the same poses) at a 16th of the pixels; ``--camera full`` is
@@ -29,7 +31,7 @@ captured for more parts serves a run for fewer (the first N of each campaign).
 
 Run:  nice -n 5 .venv/bin/python -m benchmarks.bench_parts [--scenario demo,sheet_raster] [--difficulty default]
       [--camera full] [--model demo] [--runtime onnx] [--train-parts 10] [--holdout-parts 0] [--good-parts 12]
-      [--defective-parts 12] [--edge-mm auto] [--work DIR]
+      [--defective-parts 12] [--select-parts 0] [--centroid peak_weighted] [--edge-mm auto] [--work DIR]
 Writes benchmarks/results/parts[_<difficulty>].json (numbers with the machine's load average), after each scenario.
 """
 from __future__ import annotations
@@ -251,9 +253,9 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
     its result: ``--work DIR`` resumes an interrupted run and re-fuses stored scores with other settings)."""
     from acquisition.store import CaptureStore
     from cell.part_evaluation import PartOutcome, part_level_metrics
-    from cell.part_map import PartMapConfig, choose_edge_mm
+    from cell.part_map import PartMapConfig
     from cell.part_scoring import StoredPartMaps
-    from cell.training import load_train_config, train_model
+    from cell.training import TrainPartMapConfig, edge_band_for, load_train_config, train_model
     from detectors.thresholds import choose_threshold
 
     store_path, model_dir = work / f"{scenario}_store", work / f"{scenario}_model"
@@ -329,7 +331,8 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
         for rule in args.rules:
             started = time.perf_counter()
             unbanded = base.model_copy(update={"fusion": rule})
-            edge = choose_edge_mm([a.finish(unbanded) for a in held_acc.values()], size_m)
+            # the band as `cell train` chooses it (part_map.edge_mm: auto), on the same held-out good parts
+            edge = edge_band_for(TrainPartMapConfig(**{**unbanded.model_dump(), "edge_mm": "auto"}), held_acc)
             edge_mm = edge["edge_mm"] if args.edge_mm == "auto" else float(args.edge_mm)
             config = unbanded.model_copy(update={"edge_mm": edge_mm})
             held_maps = {p: a.finish(config) for p, a in held_acc.items()}
