@@ -15,7 +15,9 @@ false-reject rate of good sheets at zero missed defective sheets (threshold-free
 the training-side threshold, and the defect hit rate and centroid error (mm) against the simulation's exact
 defect regions projected onto the part grid (:mod:`cell.part_evaluation`), with the worst good parts' and the
 weakest defective parts' hot spots (where, how far from the edge, seen by how many views, which pose) and the
-true defects missed.
+true defects missed. ``--select-parts N``: N defective sheets of another seed (campaign ``select``), never the
+test set, on which every centroid placement is measured per rule (``selection`` in the JSON): the data the
+defaults were chosen on.
 
 Camera: ``--camera small`` (default) is the test cell's 320x256 sensor with 4x larger pixels: the default
 camera's field of view (the same plans, the same poses) at a 16th of the pixels; ``--camera full`` is
@@ -29,7 +31,7 @@ captured for more parts serves a run for fewer (the first N of each campaign).
 
 Run:  nice -n 5 .venv/bin/python -m benchmarks.bench_parts [--scenario demo,sheet_raster] [--difficulty default]
       [--camera full] [--model demo] [--runtime onnx] [--train-parts 10] [--holdout-parts 0] [--good-parts 12]
-      [--defective-parts 12] [--edge-mm auto] [--work DIR]
+      [--defective-parts 12] [--select-parts 0] [--centroid peak_weighted] [--edge-mm auto] [--work DIR]
 Writes benchmarks/results/parts[_<difficulty>].json (numbers with the machine's load average), after each scenario.
 """
 from __future__ import annotations
@@ -188,10 +190,10 @@ def hotspot(part_map: Any) -> dict[str, Any]:
 
 
 def missed_truth(outcomes: list, threshold: float) -> dict[str, Any]:
-    """True defect regions of the defective parts (each labelled region of the truth map, over the WHOLE plan
-    outline): how many lie entirely in the unjudged edge band (``part_map.edge_mm``), and for each judged one
-    that no reported region overlaps: its part, centre, area and the highest fused value inside it."""
-    from cell.part_evaluation import _regions
+    """True defects of the defective parts (:func:`cell.part_evaluation.true_defects` of the truth map over the
+    WHOLE plan outline): how many lie entirely in the unjudged edge band (``part_map.edge_mm``), and for each
+    judged one that no reported region overlaps: its part, centre, area and the highest fused value inside it."""
+    from cell.part_evaluation import true_defects
 
     in_band, missed, total = 0, [], 0
     for o in outcomes:
@@ -201,7 +203,7 @@ def missed_truth(outcomes: list, threshold: float) -> dict[str, Any]:
         truth = (o.truth.views > 0) & (np.nan_to_num(o.truth.fused, nan=0.0) > 0.5)
         reported = pm.covered & (np.nan_to_num(pm.fused, nan=-np.inf) > threshold)
         centres = pm.grid.cell_centres() * 1e3
-        for region in _regions(truth):
+        for region in true_defects(truth, pm.grid.cell_m * 1e3):
             total += 1
             judged = region & pm.covered
             if not judged.any():
@@ -213,6 +215,26 @@ def missed_truth(outcomes: list, threshold: float) -> dict[str, Any]:
                                "area_mm2": round(float(region.sum()) * (pm.grid.cell_m * 1e3) ** 2, 1),
                                "peak_inside": round(float(np.nanmax(np.where(judged, pm.fused, np.nan))), 4)})
     return {"true_defects_on_outline": total, "entirely_in_unjudged_band": in_band, "missed": missed}
+
+
+def selection_metrics(accs: dict[str, Any], truths: dict[str, Any], config: Any, threshold: float,
+                      views: dict[str, list]) -> dict[str, Any]:
+    """On the selection parts (defective parts of another seed, never the test set): missed parts at the
+    training-side ``threshold`` and the localisation of each centroid placement (``part_map.centroid``), for
+    choosing the rule and the centroid."""
+    from cell.part_evaluation import PartOutcome, localisation
+    from cell.part_map import CENTROIDS
+
+    out: dict[str, Any] = {"parts": len(accs)}
+    for centroid in CENTROIDS:
+        placed = config.model_copy(update={"centroid": centroid})
+        outcomes = [PartOutcome(p, "select", "defective", a.finish(placed), max(v[1] for v in views[p]), truths.get(p))
+                    for p, a in accs.items()]
+        out["missed_defective_parts"] = int(sum(1 for o in outcomes if not o.score > threshold))
+        loc = localisation(outcomes, threshold)
+        out[centroid] = {k: loc[k] for k in ("true_defects", "labelled_fragments", "hit", "hit_rate",
+                                             "false_defects_on_defective_parts", "centroid_error_mm")}
+    return out
 
 
 def load_scoring_model(model_dir: Path, runtime: str, device: str) -> Any:
@@ -231,9 +253,9 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
     its result: ``--work DIR`` resumes an interrupted run and re-fuses stored scores with other settings)."""
     from acquisition.store import CaptureStore
     from cell.part_evaluation import PartOutcome, part_level_metrics
-    from cell.part_map import PartMapConfig, choose_edge_mm
+    from cell.part_map import PartMapConfig
     from cell.part_scoring import StoredPartMaps
-    from cell.training import load_train_config, train_model
+    from cell.training import TrainPartMapConfig, edge_band_for, load_train_config, train_model
     from detectors.thresholds import choose_threshold
 
     store_path, model_dir = work / f"{scenario}_store", work / f"{scenario}_model"
@@ -241,7 +263,7 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
     timings: dict[str, float] = {}
     captured = store_path / "bench_captured.json"
     counts = {"train": args.train_parts, "holdout": args.holdout_parts, "good": args.good_parts,
-              "defective": args.defective_parts}
+              "defective": args.defective_parts, "select": args.select_parts}
     have = json.loads(captured.read_text()) if captured.is_file() else {}
     if have.get("train") != counts["train"] or any(0 < have.get(k, 0) < v for k, v in counts.items()):
         import shutil
@@ -251,7 +273,7 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
                 shutil.rmtree(old)
         have = {}
     seeds = {"train": (args.seed, 0.0), "holdout": (args.seed + 3, 0.0), "good": (args.seed + 1, 0.0),
-             "defective": (args.seed + 2, 1.0)}
+             "defective": (args.seed + 2, 1.0), "select": (args.seed + 4, 1.0)}
     with CaptureStore(store_path, create=not store_path.exists()) as store:
         for campaign, n in counts.items():  # a campaign missing from the store is captured (e.g. a new holdout)
             if n and not have.get(campaign):
@@ -287,24 +309,30 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
         held.update(score_parts(store, model, ["holdout"], set(first["holdout"]), cache=cache, log=log))
         test = score_parts(store, model, ["defective", "good"], set(first["good"]) | set(first["defective"]),
                            cache=cache, log=log)
+        select = (score_parts(store, model, ["select"], set(first["select"]), cache=cache, log=log)
+                  if counts["select"] else {})
         timings["score_s"] = time.perf_counter() - started
         labels = {p.part_id: p.label for p in store.parts()}
         masks = store.mask_infos()
         results: dict[str, Any] = {}
         # every view is projected once (edge_mm 0); each rule and edge band is a finish() of the same views
-        base = PartMapConfig(k=args.k, edge_mm=0.0, border_px=args.border_px)
+        base = PartMapConfig(k=args.k, edge_mm=0.0, border_px=args.border_px,
+                             **({} if args.centroid is None else {"centroid": args.centroid}))
         maps = StoredPartMaps(store, base)
         started = time.perf_counter()
         held_acc = {p: accumulate(maps, views, base) for p, views in held.items()}
         test_acc = {p: accumulate(maps, views, base) for p, views in test.items()}
         truths = {p: maps.truth([v[0] for v in views], masks) for p, views in test.items() if labels[p] == "defective"}
+        select_acc = {p: accumulate(maps, views, base) for p, views in select.items()}
+        select_truths = {p: maps.truth([v[0] for v in views], masks) for p, views in select.items()}
         timings["projection_s"] = time.perf_counter() - started
         log(f"{scenario}: projected {len(held_acc) + len(test_acc)} parts in {timings['projection_s']:.0f} s")
         size_m = next(iter(held_acc.values())).part.size_m
         for rule in args.rules:
             started = time.perf_counter()
             unbanded = base.model_copy(update={"fusion": rule})
-            edge = choose_edge_mm([a.finish(unbanded) for a in held_acc.values()], size_m)
+            # the band as `cell train` chooses it (part_map.edge_mm: auto), on the same held-out good parts
+            edge = edge_band_for(TrainPartMapConfig(**{**unbanded.model_dump(), "edge_mm": "auto"}), held_acc)
             edge_mm = edge["edge_mm"] if args.edge_mm == "auto" else float(args.edge_mm)
             config = unbanded.model_copy(update={"edge_mm": edge_mm})
             held_maps = {p: a.finish(config) for p, a in held_acc.items()}
@@ -324,6 +352,8 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
             section["weakest_defective_parts"] = [{"part_id": o.part_id, "score": o.score, **hotspot(o.part_map)}
                                                   for o in defective[:5]]
             section["truth_regions"] = missed_truth(outcomes, threshold)
+            if select_acc:
+                section["selection"] = selection_metrics(select_acc, select_truths, config, threshold, select)
             section.pop("parts")
             results[config.describe()] = section
             log(f"{scenario}: fused by {config.describe()}, edge band {edge_mm:g} mm: part AUROC "
@@ -352,7 +382,7 @@ def run_scenario(args: argparse.Namespace, scenario: str, work: Path) -> dict[st
             "held_out_good_parts": len(held), "held_out_from_train": len(holdout),
             "holdout_parts": args.holdout_parts, "good_parts": args.good_parts, "defective_parts": args.defective_parts,
             "runtime": args.runtime, "part_threshold": {"policy": "good_quantile", "quantile": args.part_quantile},
-            "part_map": {"edge_mm": args.edge_mm, "border_px": args.border_px, "cell_mm": 0.5},
+            "part_map": {"edge_mm": args.edge_mm, "border_px": args.border_px, "cell_mm": 0.5, "centroid": base.centroid},
             "test_parts_scored_first": "defective, then good",
             "image_auroc": image_auroc, "images": {"good": int((~image_labels).sum()), "defective": int(image_labels.sum())},
             "old_rule_at_image_threshold": old_rule, "fusion": results, "timings_s": timings}
@@ -379,6 +409,19 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | fused, {rule} | {r['rules']['part_map']['auroc']:.3f} | {zm['false_rejects']}/"
                          f"{zm['good_parts']} | {at['missed_defective_parts']} / {at['false_rejects']} | "
                          f"{'-' if hit is None else f'{hit:.2f}'} | {'-' if err is None else f'{err:.1f} mm'} |")
+    for name, s in report["scenarios"].items():
+        first = next(iter(s["fusion"].values()))
+        if "selection" not in first:
+            continue
+        lines += ["", f"selection parts ({name}, {first['selection']['parts']} defective parts of another seed): "
+                  "missed parts at the training-side threshold, hit rate / median centroid error per centroid",
+                  "| rule | missed | region | peak_weighted | core |", "|---|---|---|---|---|"]
+        for rule, r in s["fusion"].items():
+            sel = r["selection"]
+            cells = [f"{sel[c]['hit_rate']:.2f} ({sel[c]['hit']}/{sel[c]['true_defects']}) / "
+                     f"{(sel[c]['centroid_error_mm'] or {}).get('median', float('nan')):.2f} mm"
+                     for c in ("region", "peak_weighted", "core")]
+            lines.append(f"| {rule} | {sel['missed_defective_parts']}/{sel['parts']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -397,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra good parts captured for the part threshold only (never trained on), fused with "
                              "the training's held-out parts")
     parser.add_argument("--good-parts", type=int, default=12)
+    parser.add_argument("--select-parts", type=int, default=0,
+                        help="defective parts of another seed, never the test set: the localisation rule is chosen "
+                             "on them (campaign 'select')")
     parser.add_argument("--defective-parts", type=int, default=12)
     parser.add_argument("--rules", default=",".join(RULES))
     parser.add_argument("--k", type=int, default=2, help="k of the kth rule")
@@ -409,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge-mm", default="auto",
                         help="part_map.edge_mm, the unjudged band inside the outline: mm, or auto (chosen per rule on "
                              "the held-out good parts: cell.part_map.choose_edge_mm)")
+    parser.add_argument("--centroid", default=None,
+                        help="part_map.centroid of the test numbers (default: PartMapConfig's; the selection parts "
+                             "are measured with every placement)")
     parser.add_argument("--border-px", type=float, default=0.0, help="part_map.border_px: unjudged image border")
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the stores, models and scores here and reuse them (default: a temporary folder)")

@@ -198,7 +198,8 @@ def _part_level(model_dir: Path, data: Path, scored: list[ScoredImage], out: Pat
         return {"n_parts": 0, "skipped_parts": skipped}
     threshold = None if stored is None else stored.value
     section = part_level_metrics(outcomes, threshold, {
-        "fusion": config.describe(), "cell_mm": config.cell_mm, "skipped_parts": skipped,
+        "fusion": config.describe(), "cell_mm": config.cell_mm, "edge_mm": config.edge_mm,
+        "edge_band": None if stored is None else stored.provenance.get("edge_band"), "skipped_parts": skipped,
         "part_threshold_policy": None if stored is None else stored.policy})
     shown = section["localisation"]["threshold"] if section.get("localisation") else (threshold or 0.0)
     worst_good = sorted((o for o in outcomes if o.label == "good"), key=lambda o: -o.score)[:n_figures]

@@ -395,7 +395,7 @@ class _InspectionWorker:
         scores.update({
             "rule": "part_map", "image_threshold": self.threshold.value, "part_threshold": judge.threshold.value,
             "part_policy": judge.threshold.policy, "fusion": judge.config.describe(), "cell_mm": judge.config.cell_mm,
-            "coverage": result.coverage, "defects": [d.to_dict() for d in result.defects],
+            "edge_mm": judge.config.edge_mm, "coverage": result.coverage, "defects": [d.to_dict() for d in result.defects],
             "part_map": result.part_map, "part_map_array": result.part_map_array,
         })
         return scores

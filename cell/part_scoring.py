@@ -59,6 +59,12 @@ class StoredPartMaps:
              on_score: Optional[Callable[[Any, float], None]] = None) -> PartMap:
         """Score every capture of one part (``score(pixels) -> (score, map)``) and fuse their maps.
         ``on_score(record, score)`` sees each image score (so the caller scores each image once)."""
+        return self.accumulate(records, score, mosaic=mosaic, on_score=on_score).finish()
+
+    def accumulate(self, records: Sequence[Any], score: ScoreFn, *, mosaic: bool = False,
+                   on_score: Optional[Callable[[Any, float], None]] = None) -> PartMapAccumulator:
+        """As :meth:`fuse`, but the accumulator with every view added (``finish(config)`` fuses it by any rule
+        and edge band without scoring again)."""
         if not records:
             raise PartMapError("no captures to make a part map from")
         acc = self.accumulator(records[0])
@@ -71,7 +77,7 @@ class StoredPartMaps:
                 raise PartMapError(f"{record.campaign}/{record.part_id}/{record.pose_id}: non-finite score {value}")
             acc.add(PoseResult(record.pose_id, float(value), amap, np.asarray(record.actual_pose, dtype=float),
                                (record.height, record.width)), image=pixels if mosaic else None)
-        return acc.finish()
+        return acc
 
     def truth(self, records: Sequence[Any], masks: Mapping[int, Any]) -> Optional[PartMap]:
         """The part's labelled defect regions on its grid (max over the views' masks); None when none of its

@@ -5,7 +5,10 @@ config and weights, the input spec (how captures become inputs: :mod:`detectors.
 threshold with its policy and validation statistics, the provenance (data source, every training/validation
 image with its hash, seed, split, software versions, the weights' sha256) and the training statistics;
 trained on a capture store, also the part threshold (``part_threshold.json``: the threshold on fused part maps,
-the part-map settings it is valid for and its provenance: held-out good PARTS fused as the line fuses them).
+the part-map settings it is valid for and its provenance: held-out good PARTS fused as the line fuses them) and
+the unjudged edge band of the part map (``part_map.edge_mm``, by default ``auto``: chosen by
+:func:`cell.part_map.choose_edge_mm` on the same held-out good parts, recorded with its profile beside the part
+threshold; ``cell inspect`` and ``cell eval`` use the band stored there).
 
 The threshold is chosen only on data carved from the TRAINING side: held-out good parts and, when the
 training data has labelled defective captures, those (policy ``zero_miss``); never on a test split.
@@ -18,7 +21,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Annotated, Any, Callable, Literal, Optional, Sequence, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,7 +30,7 @@ import detectors
 from cell.config import read_yaml_mapping, validate_mapping
 from cell.datasets import LabelledImage, is_capture_store, open_images, split_by_part
 from cell.errors import CellError, ConfigFileError
-from cell.part_map import PartMapConfig, PartMapError
+from cell.part_map import PartMapAccumulator, PartMapConfig, PartMapError, choose_edge_mm
 from cell.part_threshold import PartThreshold, part_threshold_document
 from detectors import registry
 from detectors.imagesets import InMemoryImageSet
@@ -53,6 +56,20 @@ class ThresholdConfig(BaseModel):
     part_manual: Optional[float] = Field(None, description="part threshold of policy manual")
 
 
+class TrainPartMapConfig(PartMapConfig):
+    """``part_map:`` of a detector config: the line's :class:`PartMapConfig`, except that ``edge_mm`` may be
+    ``auto`` (the default): ``cell train`` chooses the band on the held-out good parts
+    (:func:`cell.part_map.choose_edge_mm`); a number is used as given."""
+
+    edge_mm: Union[Literal["auto"], Annotated[float, Field(ge=0.0, le=100.0)]] = Field(  # type: ignore[assignment]
+        "auto", description="band inside the outline's edge that is not judged, mm, or auto (chosen on held-out good "
+        "parts by cell train)")
+
+    def with_edge(self, edge_mm: float) -> PartMapConfig:
+        """The line's settings with the band ``edge_mm`` (mm)."""
+        return PartMapConfig(**{**self.model_dump(), "edge_mm": float(edge_mm)})
+
+
 class TrainConfig(BaseModel):
     """A detector config file (configs/detectors/<method>.yaml)."""
 
@@ -62,7 +79,7 @@ class TrainConfig(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     input: Optional[InputSpec] = None
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
-    part_map: PartMapConfig = Field(default_factory=PartMapConfig)
+    part_map: TrainPartMapConfig = Field(default_factory=TrainPartMapConfig)
 
 
 def load_train_config(
@@ -179,7 +196,8 @@ def train_model(
         "train_seconds": round(train_seconds, 3),
         "threshold": decision.to_dict(),
         "part_threshold": None if part_threshold is None else {
-            **part_threshold.decision.to_dict(), "part_map": part_threshold.part_map},
+            **part_threshold.decision.to_dict(), "part_map": part_threshold.part_map,
+            "edge_band": part_threshold.provenance.get("edge_band")},
         "fit_stats": _jsonable(stats),
     }
     if checkpoint_dir is not None:  # the model directory does not point at a folder that is about to go
@@ -228,23 +246,25 @@ def _decide(config: ThresholdConfig, good_scores: np.ndarray, defect_scores: np.
 def _part_threshold(detector: Any, spec: InputSpec, data: Path, holdout: Sequence[LabelledImage],
                     campaigns: Optional[Sequence[str]], train_config: TrainConfig) -> tuple[np.ndarray, PartThreshold]:
     """Score the held-out good images (-> their image scores, in ``holdout``'s order) and fuse them by part,
-    with the labelled defective parts of the training side, into part maps; choose the part threshold on
-    those part scores with the part policy. Training-side data only, as for the image threshold."""
+    with the labelled defective parts of the training side, into part maps; choose the edge band
+    (``part_map.edge_mm: auto``) on the held-out good parts, then the part threshold on the part scores at that
+    band with the part policy. Training-side data only, as for the image threshold."""
     from acquisition.store import CaptureStore
     from cell.part_scoring import StoredPartMaps, captures_by_part
 
     config = train_config.threshold
     image_scores: dict[int, float] = {}
-    good_parts: dict[str, float] = {}
-    defect_parts: dict[str, float] = {}
+    good_acc: dict[str, PartMapAccumulator] = {}
+    defect_acc: dict[str, PartMapAccumulator] = {}
+    unbanded = train_config.part_map.with_edge(0.0)
     score = lambda pixels: score_capture(detector, pixels, spec)  # noqa: E731
     with CaptureStore(data) as store:
-        maps = StoredPartMaps(store, train_config.part_map)
+        maps = StoredPartMaps(store, unbanded)
         records = captures_by_part(store.get_capture(int(i.capture_id)) for i in holdout if i.capture_id is not None)
         try:
             for part_id, part_records in records.items():
-                part_map = maps.fuse(part_records, score, on_score=lambda r, v: image_scores.__setitem__(r.id, v))
-                good_parts[part_id] = _part_score(part_map, part_id)
+                good_acc[part_id] = maps.accumulate(part_records, score,
+                                                    on_score=lambda r, v: image_scores.__setitem__(r.id, v))
             wanted = set(campaigns) if campaigns else None
             for part in store.parts():
                 if part.label != "defective":
@@ -252,9 +272,13 @@ def _part_threshold(detector: Any, spec: InputSpec, data: Path, holdout: Sequenc
                 part_records = [r for r in store.captures(part_id=part.part_id)
                                 if wanted is None or r.campaign in wanted]
                 if part_records:
-                    defect_parts[part.part_id] = _part_score(maps.fuse(part_records, score), part.part_id)
+                    defect_acc[part.part_id] = maps.accumulate(part_records, score)
         except PartMapError as exc:
             raise PartMapError(f"{data}: cannot fuse the held-out parts: {exc}") from None
+    edge_band = edge_band_for(train_config.part_map, good_acc)
+    part_map_config = train_config.part_map.with_edge(edge_band["edge_mm"])
+    good_parts = {p: _part_score(acc.finish(part_map_config), p) for p, acc in good_acc.items()}
+    defect_parts = {p: _part_score(acc.finish(part_map_config), p) for p, acc in defect_acc.items()}
     image = np.array([image_scores[int(i.capture_id)] if i.capture_id is not None
                       else score_capture(detector, i.load(), spec)[0] for i in holdout], dtype=np.float64)
     policy = config.part_policy or config.policy
@@ -267,8 +291,27 @@ def _part_threshold(detector: Any, spec: InputSpec, data: Path, holdout: Sequenc
         "data": str(Path(data).resolve()), "campaigns": list(campaigns or []),
         "holdout_good_parts": {k: round(v, 6) for k, v in good_parts.items()},
         "defective_parts": {k: round(v, 6) for k, v in defect_parts.items()},
+        "edge_band": edge_band,
     }
-    return image, PartThreshold(decision, train_config.part_map.model_dump(mode="json"), provenance)
+    return image, PartThreshold(decision, part_map_config.model_dump(mode="json"), provenance)
+
+
+def edge_band_for(settings: TrainPartMapConfig, good: dict[str, PartMapAccumulator]) -> dict[str, Any]:
+    """The unjudged edge band (mm) and where it came from: ``settings.edge_mm`` when a number; ``auto``:
+    :func:`choose_edge_mm` on the held-out good parts fused with no band (0 when their parts have no interior
+    to compare with: everything is judged, said in ``reason``)."""
+    if settings.edge_mm != "auto":
+        return {"edge_mm": float(settings.edge_mm), "source": "config (part_map.edge_mm)"}
+    if not good:
+        return {"edge_mm": 0.0, "source": "auto", "reason": "no held-out good parts: the whole outline is judged"}
+    unbanded = settings.with_edge(0.0)
+    part_maps = [acc.finish(unbanded) for acc in good.values()]
+    try:
+        chosen = choose_edge_mm(part_maps, next(iter(good.values())).part.size_m)
+    except PartMapError as exc:
+        return {"edge_mm": 0.0, "source": "auto", "reason": f"{exc}: the whole outline is judged"}
+    return {**chosen, "source": "auto: cell.part_map.choose_edge_mm on the held-out good parts",
+            "parts": sorted(good)}
 
 
 def _part_score(part_map: Any, part_id: str) -> float:

@@ -176,7 +176,7 @@ def inspect_on_cell(
     detector, spec, threshold = model.detector, model.spec, model.threshold
     console.print(
         f"inspecting {parts} parts x {len(plan)} poses with {model_dir} (part threshold {judge.threshold.value:.5g}, "
-        f"{judge.threshold.policy}, fusion {judge.config.describe()}); campaign {campaign} in {store_path}"
+        f"{judge.threshold.policy}, fusion {judge.config.describe()}, edge band {judge.config.edge_mm:g} mm); campaign {campaign} in {store_path}"
     )
     # The cell file's capture settings (camera timeout, retries) hold on the line as in a campaign.
     config = config.model_copy(update={"camera_retries": cell.config.capture.camera_retries,

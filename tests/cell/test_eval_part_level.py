@@ -54,6 +54,7 @@ def test_metrics_json_has_a_part_level_section_with_both_rules_and_localisation(
     section = json.loads((out / "metrics.json").read_text())["part_level"]
     assert section["n_good_parts"] == 2 and section["n_defective_parts"] == 2
     assert section["fusion"] == "kth (k=2)" and section["part_threshold"] == 0.3
+    assert section["edge_mm"] == 0.0 and section["edge_band"] is None  # the stored band; none chosen for this model
     for rule in ("part_map", "max_image"):
         assert 0.0 <= section["rules"][rule]["auroc"] <= 1.0
         assert 0.0 <= section["rules"][rule]["at_zero_miss"]["false_reject_rate"] <= 1.0

@@ -51,6 +51,10 @@ def test_capture_train_inspect_on_the_simulated_cell(small_cell_files):
     assert part_threshold["policy"] == "good_quantile" and part_threshold["provenance"]["part_map"]["fusion"]
     assert set(part_threshold["provenance"]["holdout_good_parts"]) == held_out_parts
     assert part_threshold["value"] >= max(part_threshold["provenance"]["holdout_good_parts"].values()) * 0.9
+    # the unjudged edge band: chosen on the same held-out good parts (part_map.edge_mm: auto), stored with them
+    band = part_threshold["provenance"]["edge_band"]
+    assert band["source"].startswith("auto") and set(band["parts"]) == held_out_parts and band["band_max"]
+    assert part_threshold["provenance"]["part_map"]["edge_mm"] == band["edge_mm"]
     code = main(["inspect", "--cell", str(root / "cell.yaml"), "--campaign", str(campaign), "--model",
                  str(root / "model"), "--store", str(store), "--parts", "8", "--name", "line",
                  "--defect-rate", "0.5", "--seed", "5"])
@@ -61,6 +65,7 @@ def test_capture_train_inspect_on_the_simulated_cell(small_cell_files):
         assert len(opened.captures(campaign="line")) == 8 * 4
     assert len(records) == 8 and {r.verdict for r in records} <= {"OK", "NOK"}
     assert all(r.scores["rule"] == "part_map" and r.scores["coverage"] >= 0.999 for r in records)
+    assert all(r.scores["edge_mm"] == band["edge_mm"] for r in records)  # the line judges with the stored band
     assert all(bool(r.scores["defects"]) == (r.verdict == "NOK") for r in records)
     assert all((store / r.scores["part_map"]).is_file() for r in records)
     scores = {r.part_id: r.scores["max"] for r in records}
