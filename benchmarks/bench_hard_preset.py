@@ -430,15 +430,16 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             print(f"defect_contrast {key}: per-image AUROC {sweep[key]['auroc']:.3f} "
                   f"{sweep[key]['auroc_95_interval_sheet_bootstrap']} ({time.perf_counter() - started:.0f} s)", flush=True)
         report["sweep"] = sweep
+        # ablation and part level at the preset's strength when it is in the sweep, else at the one nearest 0.9
         key = f"{preset.defect_contrast:g}"
+        if defective and key not in defective:
+            key = min(sweep, key=lambda c: abs((sweep[c]["auroc"] or 0.0) - 0.9))
         if args.ablate and key in defective:
             store, views = defective[key]
             report["nuisance_ablation"] = ablation(sheets, base, good, args.ablate, args.ablate_parts, args.seed + 1,
                                                    model.threshold.value, views, store.mask_infos())
+            report["nuisance_ablation"]["defect_contrast"] = float(key)
         if defective and not args.no_part_level:
-            # part level at the preset's strength when it is in the sweep, else at the strength nearest 0.9 AUROC
-            if key not in defective:
-                key = min(sweep, key=lambda c: abs((sweep[c]["auroc"] or 0.0) - 0.9))
             report["part_level_contrast"] = float(key)
             report["part_level_contrast_is_preset"] = key == f"{preset.defect_contrast:g}"
             report["poses_per_part"] = len(next(iter(good.values())))
@@ -470,7 +471,7 @@ def table(report: dict[str, Any]) -> str:
         lines += ["", "| good sheets | good images above image threshold | score 50 % / 95 % / max | AUROC vs defective "
                   "| mean score drop (top decile) |", "|---|---|---|---|---|"]
         for name, v in ab.items():
-            if name == "parts":
+            if not isinstance(v, dict):
                 continue
             q = v["quantiles_50_95_max"]
             drop = f"{v['score_drop_mean']:.3f} ({v['score_drop_of_top_decile']:.3f})" if "score_drop_mean" in v else "-"
