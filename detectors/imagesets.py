@@ -351,12 +351,9 @@ def read_image_file(path: Path) -> tuple[np.ndarray, str]:
     return array, digest
 
 
-def to_image_tensor(array: Any, source: str = "image") -> torch.Tensor:
-    """A camera frame / decoded file -> (3, H, W) float32 in [0, 1], RGB.
-
-    ``array``: (H, W) or (H, W, 1) grayscale (copied to 3 channels) or (H, W, 3) RGB; uint8 (/255),
-    uint16 (/65535) or float already in [0, 1]. Raises :class:`ImageSetError` naming ``source`` otherwise.
-    """
+def rgb_pixels(array: Any, source: str = "image") -> np.ndarray:
+    """A camera frame / decoded file as an (H, W, 3) array of its own dtype: (H, W) and (H, W, 1) grayscale are
+    copied to 3 channels. Raises :class:`ImageSetError` naming ``source`` for any other shape."""
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -364,6 +361,23 @@ def to_image_tensor(array: Any, source: str = "image") -> torch.Tensor:
         array = np.repeat(array[:, :, None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ImageSetError(f"{source}: expected (H, W), (H, W, 1) or (H, W, 3) pixels, got shape {array.shape}")
+    return array
+
+
+def integer_to_float(array: np.ndarray) -> np.ndarray:
+    """uint8 (/255) or uint16 (/65535) pixels (H, W, C) -> float32 in [0, 1], same layout: the one conversion
+    of integer pixels (:func:`to_image_tensor`, :func:`detectors.input_prep.working_image`)."""
+    scale = 255.0 if array.dtype == np.uint8 else 65535.0
+    return np.ascontiguousarray(array).astype(np.float32) / scale
+
+
+def to_image_tensor(array: Any, source: str = "image") -> torch.Tensor:
+    """A camera frame / decoded file -> (3, H, W) float32 in [0, 1], RGB.
+
+    ``array``: (H, W) or (H, W, 1) grayscale (copied to 3 channels) or (H, W, 3) RGB; uint8 (/255),
+    uint16 (/65535) or float already in [0, 1]. Raises :class:`ImageSetError` naming ``source`` otherwise.
+    """
+    array = rgb_pixels(array, source)
     if array.dtype in (np.uint8, np.uint16):
         return _to_tensor(array)
     if array.dtype.kind != "f":
@@ -373,8 +387,8 @@ def to_image_tensor(array: Any, source: str = "image") -> torch.Tensor:
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
-    scale = 255.0 if array.dtype == np.uint8 else 65535.0
-    return torch.from_numpy(np.ascontiguousarray(array).astype(np.float32) / scale).permute(2, 0, 1).contiguous()
+    """(H, W, 3) uint8 / uint16 -> (3, H, W) float32 in [0, 1] (:func:`integer_to_float`)."""
+    return torch.from_numpy(integer_to_float(array)).permute(2, 0, 1).contiguous()
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

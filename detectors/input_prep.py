@@ -38,7 +38,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.errors import ImageSetError
-from detectors.imagesets import ImageSet, InMemoryImageSet, MVTecImageSet, resize_mask, to_image_tensor
+from detectors.imagesets import (ImageSet, InMemoryImageSet, MVTecImageSet, integer_to_float, resize_mask, rgb_pixels,
+                                 to_image_tensor)
 
 #: Name of the resize every caller uses (recorded in benchmark results): see the module docstring.
 RESIZE = "cv2_area"
@@ -69,14 +70,21 @@ def resize_for_model(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     """(3, H, W) float32 in [0, 1] -> (3, h, w) float32 in [0, 1]: ``cv2.INTER_AREA`` when shrinking a side,
     ``cv2.INTER_LINEAR`` otherwise (area interpolation equals bilinear when enlarging). ``size`` = (h, w) px.
     The same image at the same size is returned unchanged."""
-    height, width = int(size[0]), int(size[1])
-    if tuple(image.shape[-2:]) == (height, width):
+    if tuple(image.shape[-2:]) == (int(size[0]), int(size[1])):
         return image
-    array = np.ascontiguousarray(image.detach().cpu().permute(1, 2, 0).numpy(), dtype=np.float32)
+    return _resize_pixels(np.ascontiguousarray(image.detach().cpu().permute(1, 2, 0).numpy(), dtype=np.float32), size)
+
+
+def _resize_pixels(array: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 3) float32 C-contiguous in [0, 1] -> (3, h, w) float32 in [0, 1], as :func:`resize_for_model`
+    (the resize itself, on the HWC layout OpenCV works on; clamped with NumPy on one thread)."""
+    height, width = int(size[0]), int(size[1])
+    if array.shape[:2] == (height, width):
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
     shrinking = height < array.shape[0] or width < array.shape[1]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     out = cv2.resize(array, (width, height), interpolation=interpolation)
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).clamp_(0.0, 1.0)
+    return torch.from_numpy(np.clip(out.transpose(2, 0, 1), 0.0, 1.0, order="C"))
 
 
 def working_image(pixels: Any, spec: InputSpec, image_size: int) -> torch.Tensor:
@@ -86,7 +94,16 @@ def working_image(pixels: Any, spec: InputSpec, image_size: int) -> torch.Tensor
     ``pixels``: (H, W) / (H, W, 1) mono or (H, W, 3) RGB array, uint8, uint16 or float in [0, 1], or a
     (3, H, W) float tensor in [0, 1] (an :class:`~detectors.imagesets.ImageSet` sample). Bad pixels raise a
     one-line :class:`~detectors.errors.ImageSetError`.
+
+    Integer pixels (what cameras deliver) are converted and resized in their (H, W, 3) layout, without the
+    (3, H, W) tensor of the whole capture and its transposes (the same values: per pixel the same
+    conversion, the same resize; tests/detectors/test_input_prep.py checks they are equal).
     """
+    if not isinstance(pixels, torch.Tensor):
+        array = rgb_pixels(pixels, source="capture")
+        if array.dtype in (np.uint8, np.uint16):
+            size = spec.working_size(int(array.shape[0]), int(array.shape[1]), int(image_size))
+            return _resize_pixels(integer_to_float(array), size)
     image = _as_float_image(pixels)
     size = spec.working_size(int(image.shape[1]), int(image.shape[2]), int(image_size))
     return resize_for_model(image, size)

@@ -209,5 +209,6 @@ def _runtime_settings(fmt: str) -> dict[str, Any]:
     threads = "torch.get_num_threads() of the running process"
     if fmt == "onnx":
         return {"onnxruntime": {"providers": ["CPUExecutionProvider"], "graph_optimization_level": "ORT_ENABLE_ALL",
-                                "intra_op_num_threads": threads, "inter_op_num_threads": 1}}
+                                "intra_op_num_threads": threads, "inter_op_num_threads": 1,
+                                "session.force_spinning_stop": "1"}}
     return {"openvino": {"device": "CPU", **OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads}}

@@ -8,7 +8,8 @@ checks, and a ``config`` carrying ``image_size`` and ``inference_batch_size``; s
 Runtime settings (the ones the parity tests and the benchmarks measure):
 
 * ONNX Runtime: ``CPUExecutionProvider``, all graph optimisations, ``intra_op_num_threads`` =
-  ``torch.get_num_threads()`` (the same thread budget as the torch path), one inter-op thread.
+  ``torch.get_num_threads()`` (the same thread budget as the torch path), one inter-op thread, worker threads
+  spinning during a run only (``session.force_spinning_stop``).
 * OpenVINO: device ``CPU``, ``INFERENCE_PRECISION_HINT=f32`` (its default on CPUs with bf16/fp16 units is
   NOT f32: a max error of 0.97 on features of magnitude 17 was measured), ``INFERENCE_NUM_THREADS`` as
   above, ``PERFORMANCE_HINT=LATENCY``.
@@ -99,6 +100,10 @@ def session_options(threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # the intra-op threads spin while a run lasts (fast hand-over between nodes) but stop at its end: between
+    # runs the host works (input checks, the capture's resize on OpenCV's threads, the map back to capture
+    # size) and a spinning worker would take one of the line computer's few cores from it
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 
@@ -133,7 +138,7 @@ def _openvino_runner(xml_path: Path, threads: int) -> Callable[[np.ndarray], tup
 
     def run(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with lock:
-            results = request.infer({INPUT_NAME: chunk})
+            results = request.infer({INPUT_NAME: chunk}, share_inputs=True)  # no copy of the input; outputs copied below
             return np.array(results[scores_port]), np.array(results[maps_port])
 
     return run

@@ -158,3 +158,21 @@ def test_prepare_imageset_keeps_labels_masks_and_sources() -> None:
 def test_detectors_input_prep_does_not_import_cell() -> None:
     code = "import sys, detectors.input_prep, detectors.model_dir; assert 'cell' not in sys.modules, 'cell imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("shape, dtype", [((1024, 1280, 3), np.uint8), ((1024, 1280), np.uint16), ((200, 300, 3), np.uint8),
+                                          ((256, 256, 3), np.uint8)])
+@pytest.mark.parametrize("mode", ["resize", "tile"])
+def test_integer_captures_are_prepared_exactly_as_the_tensor_path(shape, dtype, mode) -> None:
+    # working_image converts and resizes integer captures in their (H, W, 3) layout (no full-size tensor);
+    # it must give bit for bit what the float tensor path (to_image_tensor -> resize_for_model) gives
+    from detectors.imagesets import to_image_tensor
+
+    pixels = np.random.default_rng(3).integers(0, np.iinfo(dtype).max + 1, size=shape, dtype=dtype)
+    spec = InputSpec(mode=mode)
+    fast = working_image(pixels, spec, 256)
+    tensor = to_image_tensor(pixels)
+    expected = resize_for_model(tensor, spec.working_size(shape[0], shape[1], 256))
+    assert fast.dtype == torch.float32 and fast.is_contiguous()
+    assert torch.equal(fast, expected)
+    assert torch.equal(working_image(tensor, spec, 256), expected)

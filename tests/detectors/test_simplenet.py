@@ -157,20 +157,12 @@ def test_same_seed_same_model_and_state_round_trip(fitted) -> None:
     assert "norm.mean" in det.state_dict()
 
 
-def _step_by_step(agg, norm, adaptor, disc, maps):
-    """SimpleNet's scoring as the paper writes it: aggregate, standardise, adapt, discriminate -> (B, h, w)."""
-    feats = agg(maps)
-    if norm is not None:
-        feats = (feats - norm[0]) / norm[1]
-    b, h, w, d = feats.shape
-    return -disc(adaptor(feats.reshape(-1, d))).reshape(b, h, w)
-
-
 @pytest.mark.parametrize("pretrain_dim, target_dim, use_norm", [(48, 24, True), (30, 23, False), (7, 40, True)])
 def test_folded_head_scores_what_the_step_by_step_head_scores(pretrain_dim, target_dim, use_norm) -> None:
     # (30, 23): a target dimension pools values of both layers (blocks overlap: padded and summed);
     # (7, 40): pooling to more dimensions than the unfolded values (repeated entries)
     from detectors.simplenet.folded import FoldedHead
+    from detectors.simplenet.reference import reference_anomaly_map, reference_patch_scores
 
     torch.manual_seed(0)
     agg = FeatureAggregator([5, 9], pretrain_dim=pretrain_dim, target_dim=target_dim)
@@ -184,11 +176,10 @@ def test_folded_head_scores_what_the_step_by_step_head_scores(pretrain_dim, targ
     maps = [torch.randn(2, 5, 8, 8), torch.randn(2, 9, 4, 4)]
     head = FoldedHead(agg, adaptor, disc, norm, grids=[(8, 8), (4, 4)], image_size=40, blur_sigma=2.0)
     with torch.no_grad():
-        expected = _step_by_step(agg, norm, adaptor, disc, maps)
+        expected = reference_patch_scores(agg, norm, adaptor, disc, maps)
         torch.testing.assert_close(head.aggregate(maps).permute(0, 2, 3, 1), agg(maps), rtol=1e-5, atol=1e-5)
         got = head(maps)
-        up = nn.functional.interpolate(expected[:, None], size=(40, 40), mode="bilinear", align_corners=False)[:, 0]
-        expected_map = gaussian_blur(up, 2.0)
+        expected_map = reference_anomaly_map(expected, 40, 2.0)
         got_map = head.anomaly_map(expected)
     assert got.shape == (2, 8, 8) and got_map.shape == (2, 40, 40)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
@@ -196,17 +187,39 @@ def test_folded_head_scores_what_the_step_by_step_head_scores(pretrain_dim, targ
 
 
 def test_predict_is_the_step_by_step_scoring_of_the_fitted_model(fitted) -> None:
+    from detectors.simplenet.reference import ReferencePredictor
+
     det, _ = fitted
     images = textured_images(2, size=64, seed=7)
-    with torch.no_grad():
-        patch = _step_by_step(det.aggregator, det._norm, det.adaptor, det.discriminator, det.backbone(images))
-        up = nn.functional.interpolate(patch[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
-        expected = gaussian_blur(up, det.config.blur_sigma)
-    got = torch.from_numpy(det.predict(images).anomaly_map)
-    scale = float(expected.abs().max())
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale)
-    torch.testing.assert_close(torch.from_numpy(det.predict(images).score), expected.amax(dim=(1, 2)),
+    expected = ReferencePredictor(det).predict(images)
+    got = det.predict(images)
+    scale = float(abs(expected.anomaly_map).max())
+    torch.testing.assert_close(torch.from_numpy(got.anomaly_map), torch.from_numpy(expected.anomaly_map),
                                rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(torch.from_numpy(got.score), torch.from_numpy(expected.score), rtol=0, atol=1e-5 * scale)
+
+
+def test_the_step_by_step_reference_is_the_papers_scoring() -> None:
+    # the reference itself, against the definition written out here: a map of a single-patch anomaly
+    # (the discriminator scores one patch lower) peaks at that patch after upsampling and blur
+    from detectors.simplenet.reference import reference_anomaly_map, reference_patch_scores
+
+    torch.manual_seed(1)
+    agg = FeatureAggregator([4], pretrain_dim=8, target_dim=8, patch_size=1)
+    adaptor, disc = Adaptor(8), Discriminator(8, hidden=6)
+    adaptor.eval(), disc.eval()
+    maps = [torch.randn(1, 4, 6, 6)]
+    with torch.no_grad():
+        feats = agg(maps).reshape(-1, 8)
+        expected = -disc(adaptor(feats)).reshape(1, 6, 6)
+        got = reference_patch_scores(agg, None, adaptor, disc, maps)
+        torch.testing.assert_close(got, expected)
+        spike = torch.zeros(1, 6, 6)
+        spike[0, 2, 3] = 1.0
+        amap = reference_anomaly_map(spike, 24, 1.0)
+    assert amap.shape == (1, 24, 24)
+    y, x = divmod(int(amap[0].argmax()), 24)
+    assert 8 <= y <= 11 and 12 <= x <= 15  # the patch (2, 3) of a 6 x 6 grid covers rows 8-11, cols 12-15
 
 
 def test_val_set_statistics_are_reported(fitted) -> None:
