@@ -37,6 +37,7 @@ dropout) is a function of ``seed`` and the step, so a resumed run gives the same
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -87,6 +88,10 @@ class EfficientADConfig(DetectorConfig):
     map_quantiles: tuple[float, float] = Field((0.9, 0.995), description="validation quantiles mapped to 0 and 0.1")
     checkpoint_dir: Optional[str] = Field(None, description="folder for the resumable training checkpoint")
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
+    cpu_bf16_training: bool = Field(
+        False, description="on a CPU: bf16 autocast for the student/autoencoder training steps (teacher targets, "
+        "weights, optimiser and predict stay float32); CUDA follows mixed_precision"
+    )
 
     @field_validator("image_size")
     @classmethod
@@ -173,6 +178,13 @@ class EfficientAD(Detector):
             autoencoder = Autoencoder(cfg.image_size, cfg.out_channels)
         return student.to(self.device), autoencoder.to(self.device)
 
+    def _train_autocast(self) -> contextlib.AbstractContextManager:
+        """The student/autoencoder forward of a training step: :meth:`_autocast` on CUDA; on a CPU bf16
+        autocast when ``cpu_bf16_training`` (fast with AMX / AVX512-BF16), else float32."""
+        if self.device.type == "cpu" and self.config.cpu_bf16_training:
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+        return self._autocast()
+
     @torch.no_grad()
     def _teacher_statistics(self, teacher: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std (1, C, 1, 1) of the teacher's outputs over ``images`` (the paper's: mean of
@@ -245,7 +257,7 @@ class EfficientAD(Detector):
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * (0.1 if step >= drop_at else 1.0)
                 target_st, target_ae = standardised(image), standardised(image_ae)
-                with self._autocast():
+                with self._train_autocast():
                     out_st = student(imagenet_normalise(image))[:, :c].float()
                     loss_st = hard_feature_loss(target_st, out_st, cfg.hard_quantile)
                     if penalty is not None:

@@ -12,13 +12,16 @@ def hard_feature_loss(teacher: torch.Tensor, student: torch.Tensor, quantile: fl
     """Mean of the squared differences (teacher - student)^2 at or above their ``quantile`` (the paper's hard
     feature loss: only the hardest 0.1 % of the (B, C, s, s) differences count)."""
     distance = (teacher - student) ** 2
-    flat = distance.detach().flatten().float().cpu()
-    # torch.quantile's linear interpolation (the public code's), by order statistics: no input-size limit
-    position = quantile * (flat.numel() - 1)
+    flat = distance.detach().flatten()
+    # torch.quantile's linear interpolation (the public code's) between the order statistics lo and lo + 1,
+    # both among the n - lo largest values: one partial top-k on the device, no full sort, no size limit
+    n = flat.numel()
+    position = quantile * (n - 1)
     lo = int(np.floor(position))
-    hi = min(lo + 1, flat.numel() - 1)
-    v_lo, v_hi = torch.kthvalue(flat, lo + 1).values, torch.kthvalue(flat, hi + 1).values
-    threshold = (v_lo + (position - lo) * (v_hi - v_lo)).to(distance.device)
+    top = torch.topk(flat, n - lo, largest=True, sorted=True).values  # descending: top[-1] = order stat lo
+    v_lo = top[-1]
+    v_hi = top[-2] if top.numel() > 1 else top[-1]
+    threshold = v_lo + (position - lo) * (v_hi - v_lo)
     return distance[distance >= threshold].mean()
 
 

@@ -6,6 +6,7 @@ the ``contract_registry`` fixture runs, so ``detectors.available()`` outside the
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
@@ -20,7 +21,8 @@ from detectors.train_images import StackedTrainImages
 
 REFERENCE_NAME = "_contract_reference"
 OTHER_REFERENCE_NAME = "_contract_reference_other"
-DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+#: the real datasets: $CELL_TEST_DATA when set (e.g. /work/shared/data from a worktree), else ../shared/data
+DATA_ROOT = Path(os.environ.get("CELL_TEST_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data")
 
 
 class ReferenceConfig(DetectorConfig):

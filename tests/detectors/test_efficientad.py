@@ -56,6 +56,16 @@ def test_hard_feature_loss_counts_only_the_hardest_differences() -> None:
         float(distance[distance >= threshold].mean()))
 
 
+def test_hard_feature_loss_matches_torch_quantile_at_the_paper_size() -> None:
+    # one 256-px training image: 384 x 56 x 56 differences (the top-k path must pick the same order statistics)
+    gen = torch.Generator().manual_seed(0)
+    teacher, student = torch.randn(1, 384, 56, 56, generator=gen), torch.randn(1, 384, 56, 56, generator=gen)
+    distance = ((teacher - student) ** 2).flatten()
+    threshold = torch.quantile(distance.double(), 0.999).float()
+    expected = distance[distance >= threshold].mean()
+    torch.testing.assert_close(hard_feature_loss(teacher, student, 0.999), expected, rtol=1e-6, atol=0)
+
+
 def test_normalise_map_sends_the_quantiles_to_0_and_0_1() -> None:
     maps = torch.tensor([[2.0, 6.0, 10.0]])
     out = normalise_map(maps, torch.tensor(2.0), torch.tensor(10.0))
@@ -172,3 +182,33 @@ def test_config_file_validates() -> None:
     assert data["method"] == "efficientad"
     cfg = registry.validate_config("efficientad", data["config"])
     assert cfg.iterations < EfficientADConfig().iterations == 70_000  # the CPU recipe; class = paper
+
+
+def test_cpu_bf16_training_runs_the_training_steps_in_bf16_and_predict_in_float32() -> None:
+    dtypes: dict[str, list[torch.dtype]] = {"fit": [], "predict": []}
+    phase = ["fit"]
+
+    def record(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if module.training:  # the training steps (the validation-quantile pass runs in eval mode)
+            dtypes[phase[0]].append(output.dtype)
+        elif phase[0] == "predict":
+            dtypes["predict"].append(output.dtype)
+
+    detector = EfficientAD(EfficientADConfig(**_TINY, cpu_bf16_training=True))
+    original = detector._build_trainable
+
+    def build_with_hook():
+        student, autoencoder = original()
+        student.conv4.register_forward_hook(record)
+        return student, autoencoder
+
+    detector._build_trainable = build_with_hook  # type: ignore[method-assign]
+    detector.fit(synthetic_imageset(4, size=64, seed=0))
+    phase[0] = "predict"
+    pred = detector.predict(torch.rand(1, 3, 64, 64))
+    assert dtypes["fit"] and set(dtypes["fit"]) == {torch.bfloat16}
+    assert dtypes["predict"] == [torch.float32] and pred.anomaly_map.dtype == np.float32
+    fp32 = EfficientAD(EfficientADConfig(**_TINY)).fit(synthetic_imageset(4, size=64, seed=0))
+    bf16 = EfficientAD(EfficientADConfig(**_TINY, cpu_bf16_training=True)).fit(synthetic_imageset(4, size=64, seed=0))
+    assert bf16["loss"] != fp32["loss"]  # the flag reaches the steps (bf16 rounding changes the losses)
+    assert np.allclose(bf16["loss"], fp32["loss"], rtol=0.1)  # ... by rounding, not a different method
