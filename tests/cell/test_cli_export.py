@@ -3,7 +3,6 @@ the CLI: a SimpleNet smoke model trained with ``cell train``, exported into its 
 and run on the simulated cell with each runtime; what each runtime scores equals what torch scores."""
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 
@@ -12,7 +11,7 @@ import pytest
 from acquisition.store import CaptureStore
 from cell.cli import main
 from detectors.simplenet.detector import SimpleNet
-from tests.cell.mvtec_fixture import make_mvtec_folder, write_detector_config
+from tests.cell.export_fixture import report_scores, train_and_export
 from tests.cell.sim_fixtures import DEMO_CAMPAIGN
 from tests.cell.test_inspect_line_cli import cell_file
 
@@ -23,15 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli_export")
-    data = make_mvtec_folder(root / "synthetic", n_train=8, n_test_good=3, n_test_defect=3)
-    config = write_detector_config(root / "simplenet.yaml", "simplenet", SimpleNet.smoke_config,
-                                   threshold={"policy": "auto", "holdout_fraction": 0.3})
-    model = root / "model"
-    assert main(["train", "--detector", str(config), "--data", str(data), "--out", str(model)]) == 0
-    assert main(["export", "--model", str(model), "--format", "onnx"]) == 0
-    assert main(["export", "--model", str(model), "--format", "openvino"]) == 0
-    return root, data, model
+    return train_and_export(tmp_path_factory.mktemp("cli_export"), "simplenet", SimpleNet.smoke_config)
 
 
 def _error_line(err: str) -> str:
@@ -39,12 +30,6 @@ def _error_line(err: str) -> str:
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in err, err
     return errors[0]
-
-
-def _scores(report):
-    with open(report / "scores.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {row["source"]: float(row["score"]) for row in rows}
 
 
 def test_export_writes_a_self_contained_directory_beside_the_model(exported):
@@ -61,14 +46,14 @@ def test_export_writes_a_self_contained_directory_beside_the_model(exported):
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
-def test_eval_with_an_exported_runtime_scores_what_torch_scores(exported, runtime):
+def test_eval_with_an_exported_runtime_scores_what_torchreport_scores(exported, runtime):
     root, data, model = exported
     torch_report, runtime_report = root / "eval_torch", root / f"eval_{runtime}"
     if not torch_report.exists():
         assert main(["eval", "--model", str(model), "--data", str(data), "--out", str(torch_report)]) == 0
     assert main(["eval", "--model", str(model), "--data", str(data), "--out", str(runtime_report),
                  "--runtime", runtime]) == 0
-    expected, got = _scores(torch_report), _scores(runtime_report)
+    expected, got = report_scores(torch_report), report_scores(runtime_report)
     assert expected.keys() == got.keys() and len(got) == 6
     for name, score in expected.items():
         assert abs(got[name] - score) <= 1e-3 * max(abs(score), 1e-3), (name, score, got[name])

@@ -2,14 +2,13 @@
 ``cell train``), and ``cell eval --runtime`` on the export scoring what the torch model scores."""
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
 
 from cell.cli import main
 from detectors.efficientad import EfficientAD
-from tests.cell.mvtec_fixture import make_mvtec_folder, write_detector_config
+from tests.cell.export_fixture import report_scores, train_and_export
 
 # two graph exports of one model (minutes on a loaded 2-core machine)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -17,24 +16,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("efficientad_export")
-    data = make_mvtec_folder(root / "synthetic", n_train=8, n_test_good=3, n_test_defect=3)
-    config = write_detector_config(root / "efficientad.yaml", "efficientad", EfficientAD.smoke_config,
-                                   threshold={"policy": "auto", "holdout_fraction": 0.3})
-    model = root / "model"
-    assert main(["train", "--detector", str(config), "--data", str(data), "--out", str(model)]) == 0
-    assert main(["export", "--model", str(model), "--format", "onnx"]) == 0
-    assert main(["export", "--model", str(model), "--format", "openvino"]) == 0
-    return root, data, model
-
-
-def _scores(report):
-    with open(report / "scores.csv", newline="") as handle:
-        return {row["source"]: float(row["score"]) for row in csv.DictReader(handle)}
+    return train_and_export(tmp_path_factory.mktemp("efficientad_export"), "efficientad", EfficientAD.smoke_config)
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
-def test_an_efficientad_model_exports_and_its_export_scores_what_torch_scores(exported, runtime):
+def test_an_efficientad_model_exports_and_its_export_scores_what_torchreport_scores(exported, runtime):
     root, data, model = exported
     manifest = json.loads((model / "exported" / runtime / "manifest.json").read_text())
     assert manifest["format"] == runtime and manifest["method"] == "efficientad"
@@ -45,7 +31,7 @@ def test_an_efficientad_model_exports_and_its_export_scores_what_torch_scores(ex
         assert main(["eval", "--model", str(model), "--data", str(data), "--out", str(torch_report)]) == 0
     assert main(["eval", "--model", str(model), "--data", str(data), "--out", str(runtime_report),
                  "--runtime", runtime]) == 0
-    expected, got = _scores(torch_report), _scores(runtime_report)
+    expected, got = report_scores(torch_report), report_scores(runtime_report)
     assert expected.keys() == got.keys() and len(got) == 6
     for name, score in expected.items():
         assert abs(got[name] - score) <= 1e-3 * max(abs(score), 1e-3), (name, score, got[name])
