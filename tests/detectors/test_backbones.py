@@ -72,6 +72,26 @@ def test_extractor_shapes_channels_strides(offline_extractor) -> None:
         assert feature.shape == (1, channels, 48 // stride, 64 // stride)
 
 
+@pytest.mark.parametrize("layers", [[0, 1], [2, 3], [4]])
+def test_extractor_runs_only_the_stages_its_levels_need(layers: list[int]) -> None:
+    extractor = create_feature_extractor(OFFLINE_BACKBONE, layers, "none")
+    blocks = extractor.model.blocks
+    calls = [0] * len(blocks)
+    for i, block in enumerate(blocks):
+        block.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        got = extractor(images)
+        used = calls.copy()
+        expected = extractor.model((images - extractor.mean) / extractor.std)  # timm's own forward, all stages
+    assert len(got) == len(expected) == len(layers)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    deepest = {0: 0, 1: 2, 2: 3, 3: 5, 4: 7}[max(layers)]  # Lite0 level -> the block stages it ends after
+    assert used == [1] * deepest + [0] * (len(blocks) - deepest)
+    # the unused stages stay in the state dict: saved models keep timm's keys
+    assert any(key.startswith(f"model.blocks.{len(blocks) - 1}.") for key in extractor.state_dict())
+
+
 def test_extractor_normalises_input_itself(offline_extractor) -> None:
     # tf_efficientnet_lite0 expects (x - 0.5) / 0.5: a mid-grey image in [0, 1] becomes all zeros
     assert torch.allclose(offline_extractor.mean.flatten(), torch.full((3,), 0.5))
