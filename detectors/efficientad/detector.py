@@ -11,8 +11,8 @@ Pipeline (B images of S x S px, s = S/4 - 8 the PDN grid, C = ``out_channels`` =
         [+ penalty: mean S_st^2 on a ``penalty_images`` image] + mean (T' - A)^2 + mean (A - S_ae)^2, where
         T', A and S_ae are computed on the colour-augmented image (the AE's input augmentation)
     maps: local = channel mean (T - S_st)^2, global = channel mean (A - S_ae)^2, each mapped linearly so its
-        ``map_quantiles`` (0.9, 0.995) on the validation images go to 0 and 0.1, averaged, zero-padded to the
-        S/4 grid and bilinearly upsampled to S x S; image score = max of the map
+        ``map_quantiles`` (0.9, 0.995) on the validation images go to 0 and 0.1, averaged, padded to the S/4
+        grid by repeating the edge cells and bilinearly upsampled to S x S; image score = max of the map
 
 Deviations from the paper, all deliberate and offline-forced or CPU-forced:
 
@@ -28,6 +28,12 @@ Deviations from the paper, all deliberate and offline-forced or CPU-forced:
   dropped: the student is then only kept from generalising by the hard feature loss.
 - Validation images for the map quantiles: ``validation_fraction`` of the TRAINING images (drawn from
   ``seed``), held out of training (as the paper's 10 %); with a single training image that image itself.
+- Map border: the paper zero-pads the s x s map to the S/4 grid (4 cells a side at S = 256). After the
+  quantile normalisation 0 is the validation images' 0.9-quantile level, so the zero border made 0 the floor
+  of every image score: a view whose normalised map was negative everywhere scored exactly 0, tied with
+  every other such view, and the border looked hotter than a good interior (measured on the simulated cell:
+  a defective view at exactly 0 sent the zero-miss threshold below every good view). Here the border repeats
+  its nearest cells (``replicate``); the interior is unchanged.
 - Class defaults are the paper's (70,000 iterations, batch 1); configs/detectors/efficientad.yaml holds the
   CPU recipe (far fewer iterations).
 
@@ -344,7 +350,9 @@ class EfficientAD(Detector):
         q = self.quantiles
         maps = 0.5 * normalise_map(local, q[0], q[1]) + 0.5 * normalise_map(glob, q[2], q[3])
         pad = (size // 4 - maps.shape[-1]) // 2
-        maps = F.pad(maps[:, None], (pad, pad, pad, pad))
+        # the border cells no patch is centred on take their nearest cell's value (the paper pads zeros: see the
+        # module docstring's deviations)
+        maps = F.pad(maps[:, None], (pad, pad, pad, pad), mode="replicate")
         maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
         return maps.flatten(1).amax(dim=1), maps
 

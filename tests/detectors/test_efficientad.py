@@ -168,6 +168,19 @@ def test_defect_scores_above_good_images_and_map_peaks_on_it() -> None:
     assert pred.anomaly_map[1][mask.numpy()].mean() > pred.anomaly_map[1][~mask.numpy()].mean()
 
 
+def test_a_map_below_the_validation_quantiles_everywhere_scores_below_zero() -> None:
+    # The paper's zero-padded border made 0 the floor of every score: views whose normalised map is negative
+    # everywhere all tied at exactly 0. With the edge-repeating border they keep their order.
+    detector = EfficientAD(EfficientADConfig(**_TINY))
+    detector.fit(synthetic_imageset(4, size=64, seed=0))
+    detector.quantiles = detector.quantiles + 1e3  # every cell of every map far below its 0.9 quantile
+    images = textured_images(2, size=64, seed=3)
+    pred = detector.predict(images)
+    assert (pred.score < 0).all() and (pred.anomaly_map < 0).all()
+    assert pred.score[0] != pred.score[1]
+    np.testing.assert_allclose(pred.score, pred.anomaly_map.reshape(2, -1).max(axis=1), rtol=1e-6)
+
+
 def test_config_refuses_sizes_the_networks_cannot_take() -> None:
     with pytest.raises(DetectorConfigError, match="image_size"):
         registry.create("efficientad", image_size=100)
