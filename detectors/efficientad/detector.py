@@ -16,13 +16,15 @@ Pipeline (B images of S x S px, s = S/4 - 8 the PDN grid, C = ``out_channels`` =
 
 Deviations from the paper, all deliberate and offline-forced or CPU-forced:
 
-- Teacher: no ImageNet and no WideResNet-101 weights here. Without ``teacher_weights`` the teacher is the
-  frozen offline backbone's (tf_efficientnet_lite0) layer-2 + layer-3 aggregated patch features resampled to
-  the PDN grid (:class:`~detectors.efficientad.teacher.BackboneTeacher`), measured against distilling a PDN
-  teacher at fit time (README, EfficientAD: the distillation would cost more CPU time than the whole
-  student training). With ``teacher_weights`` (a PDN state dict in the public format, e.g. the public
-  reproductions' ``teacher_small.pth``) the paper's PDN teacher is used and its weights are saved with the
-  model.
+- Teacher: no ImageNet and no WideResNet-101 weights here. ``teacher`` chooses, without ``teacher_weights``:
+  ``backbone`` (the class default, as models saved before the distilled teacher existed): the frozen offline
+  backbone's (tf_efficientnet_lite0) layer-2 + layer-3 aggregated patch features resampled to the PDN grid
+  (:class:`~detectors.efficientad.teacher.BackboneTeacher`); ``distilled``: the paper's recipe with Lite0 in
+  place of WideResNet-101 and the training images (+ ``penalty_images``) in place of ImageNet: a PDN distilled
+  at fit time from those features (:mod:`detectors.efficientad.distillation`, ``distill_*`` settings), then
+  frozen; it is saved with the model (``teacher.*``) and its distillation is part of the resumable run.
+  With ``teacher_weights`` (a PDN state dict in the public format, e.g. the public reproductions'
+  ``teacher_small.pth``) the paper's own PDN teacher is used and saved with the model.
 - Penalty images: with ``penalty_images`` (a folder; the paper uses ImageNet) each step adds the penalty term
   on one of them (resized to S x S; the paper's random greyscale is left out). Without it the penalty term is
   dropped: the student is then only kept from generalising by the hard feature loss.
@@ -57,6 +59,7 @@ from torch import nn
 
 from detectors.base import Detector, DetectorConfig, ProgressCallback
 from detectors.efficientad.autoencoder import Autoencoder
+from detectors.efficientad.distillation import distil_pdn_teacher
 from detectors.efficientad.losses import augment_colour, hard_feature_loss, normalise_map, penalty_loss
 from detectors.efficientad.pdn import PDN, public_pdn_state
 from detectors.backbones import imagenet_normalise
@@ -77,11 +80,19 @@ class EfficientADConfig(DetectorConfig):
 
     model_size: Literal["small", "medium"] = Field("small", description="PDN variant of student (and PDN teacher)")
     out_channels: int = Field(384, ge=1, description="teacher channels C; the student has 2C")
+    teacher: Literal["backbone", "distilled"] = Field(
+        "backbone", description="without teacher_weights: the frozen backbone's features, or a PDN distilled from "
+        "them on the training images at fit time (the paper's teacher recipe)"
+    )
     teacher_weights: Optional[str] = Field(
-        None, description="PDN teacher state dict in the public format (conv1.weight ..); none: backbone teacher"
+        None, description="PDN teacher state dict in the public format (conv1.weight ..); none: see teacher"
     )
     teacher_layers: list[int] = Field(default_factory=lambda: [2, 3], min_length=1,
                                       description="timm levels of the backbone teacher")
+    distill_steps: int = Field(60_000, ge=1, description="teacher: distilled: distillation steps (paper: 60,000)")
+    distill_batch: int = Field(16, ge=1, description="teacher: distilled: images per distillation step (paper: 16)")
+    distill_crop: int = Field(256, ge=36, description="teacher: distilled: px side of the aligned window trained per image")
+    distill_lr: float = Field(1e-4, gt=0, description="teacher: distilled: Adam learning rate (paper: 1e-4)")
     iterations: int = Field(70_000, ge=1, description="training steps")
     batch_size: int = Field(1, ge=1, description="training images per step")
     lr: float = Field(1e-4, gt=0, description="Adam learning rate")
@@ -111,7 +122,17 @@ class EfficientADConfig(DetectorConfig):
         lo, hi = self.map_quantiles
         if not 0 <= lo < hi <= 1:
             raise ValueError(f"map_quantiles must be (low, high) with 0 <= low < high <= 1, got {(lo, hi)}")
+        if self.teacher == "distilled" and self.teacher_weights is not None:
+            raise ValueError("teacher: distilled and teacher_weights exclude each other (a file IS the teacher)")
+        if self.teacher == "distilled" and (self.distill_crop % 4 or self.distill_crop > self.image_size):
+            raise ValueError(f"distill_crop must be a multiple of 4 and <= image_size {self.image_size}, "
+                             f"got {self.distill_crop}")
         return self
+
+    @property
+    def pdn_teacher(self) -> bool:
+        """True when the teacher is a PDN (from ``teacher_weights`` or distilled), saved with the model."""
+        return self.teacher_weights is not None or self.teacher == "distilled"
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -167,14 +188,45 @@ class EfficientAD(Detector):
         self.quantiles: Optional[torch.Tensor] = None  # (4,): local low, high, global low, high
 
     # ------------------------------------------------------------------------------------- modules
-    def _build_teacher(self, state: Optional[dict[str, torch.Tensor]] = None) -> nn.Module:
-        """The frozen teacher: a PDN (from ``state`` or from ``teacher_weights``) or the backbone teacher."""
+    def _backbone_teacher(self) -> BackboneTeacher:
         cfg = self.config
-        if cfg.teacher_weights is None:
-            return BackboneTeacher(self._frozen_backbone(cfg.teacher_layers), cfg.image_size, cfg.out_channels).to(self.device)
+        return BackboneTeacher(self._frozen_backbone(cfg.teacher_layers), cfg.image_size, cfg.out_channels).to(self.device)
+
+    def _file_teacher(self) -> PDNTeacher:
+        cfg = self.config
         pdn = PDN(cfg.model_size, cfg.out_channels)
-        pdn.load_state_dict(state if state is not None else public_pdn_state(cfg.teacher_weights, cfg.model_size, cfg.out_channels))
+        pdn.load_state_dict(public_pdn_state(cfg.teacher_weights, cfg.model_size, cfg.out_channels))
         return PDNTeacher(pdn).to(self.device)
+
+    def _distilled_teacher(self, images: torch.Tensor, store: CheckpointStore, saved: Optional[dict[str, Any]],
+                           progress: ProgressCallback) -> tuple[PDNTeacher, list[float]]:
+        """Distil a PDN from the backbone teacher's standardised features on ``images`` (N, 3, S, S)
+        (:mod:`detectors.efficientad.distillation`), or take it from ``saved`` (a checkpoint of this run).
+        Checkpoints of this phase carry ``phase: distill``; progress counts it before the student's steps."""
+        cfg = self.config
+        if saved is not None and saved.get("phase") == "student":
+            pdn = PDN(cfg.model_size, cfg.out_channels)
+            pdn.load_state_dict(saved["teacher_pdn"])
+            return PDNTeacher(pdn).to(self.device), [float(v) for v in saved["distill_loss"]]
+        backbone = self._backbone_teacher()
+        b_mean, b_std = self._teacher_statistics(backbone, images)
+
+        def targets(x: torch.Tensor) -> torch.Tensor:
+            with self._autocast():
+                return (backbone(x).float() - b_mean) / b_std
+
+        total = cfg.distill_steps + cfg.iterations
+        resume = saved if saved is not None and saved.get("phase") == "distill" else None
+        if resume is not None:
+            progress(int(saved["step"]), total, f"resumed the teacher distillation from {store.path} at step {saved['step']}")
+        pdn, history = distil_pdn_teacher(
+            targets, images, size=cfg.model_size, out_channels=cfg.out_channels, steps=cfg.distill_steps,
+            batch=cfg.distill_batch, crop=cfg.distill_crop, lr=cfg.distill_lr, weight_decay=cfg.weight_decay,
+            seed=cfg.seed, device=self.device, autocast=self._train_autocast, resume=resume,
+            save=lambda step, state: store.save(step, {"phase": "distill", **state}),
+            checkpoint_every=cfg.checkpoint_every, progress=lambda done, text: progress(done, total, text),
+        )
+        return PDNTeacher(pdn), history
 
     def _build_trainable(self) -> tuple[PDN, Autoencoder]:
         cfg = self.config
@@ -219,32 +271,39 @@ class EfficientAD(Detector):
         total = cfg.iterations
         penalty = load_penalty_images(cfg.penalty_images, cfg.image_size) if cfg.penalty_images else None
 
-        teacher = self._build_teacher()
+        file_teacher = self._file_teacher() if cfg.teacher_weights is not None else None  # a bad file: fail first
+        store = CheckpointStore(cfg.checkpoint_dir, self.name, fingerprint(cfg, images, self._fingerprint_extra(val_idx, penalty)))
+        saved = store.load()
+        distill_loss: list[float] = []
+        offset = 0  # progress steps before the student's (the teacher distillation's)
+        if file_teacher is not None:
+            teacher: nn.Module = file_teacher
+        elif cfg.teacher == "distilled":
+            pool = images.images[train_idx] if penalty is None else torch.cat([images.images[train_idx], penalty])
+            teacher, distill_loss = self._distilled_teacher(pool, store, saved, progress)
+            offset = cfg.distill_steps
+            if saved is not None and saved.get("phase") == "distill":
+                saved = None  # consumed: the student starts from step 0
+        else:
+            teacher = self._backbone_teacher()
         t_mean, t_std = self._teacher_statistics(teacher, images.images[train_idx])
         student, autoencoder = self._build_trainable()
         params = list(student.parameters()) + list(autoencoder.parameters())
         optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         drop_at = int(round((1 - cfg.lr_drop_fraction) * total))
         scaler = self._grad_scaler()
-        extra: dict[str, Any] = {"validation": val_idx}
-        if cfg.teacher_weights is not None:
-            from detectors.model_dir import file_sha256
-
-            extra["teacher.sha256"] = file_sha256(cfg.teacher_weights)
-        if penalty is not None:
-            extra["penalty.n"] = int(penalty.shape[0])
-            extra["penalty.sum"] = round(float(penalty.double().sum()), 4)
-        store = CheckpointStore(cfg.checkpoint_dir, self.name, fingerprint(cfg, images, extra))
         history: dict[str, list[float]] = {"loss": [], "loss_st": [], "loss_ae": [], "loss_stae": []}
         start = 0
-        saved = store.load()
         if saved is not None:
             student.load_state_dict(saved["student"])
             autoencoder.load_state_dict(saved["autoencoder"])
             optimizer.load_state_dict(optimizer_to(saved["optimizer"], self.device))
             history = {k: [float(v) for v in saved["history"][k]] for k in history}
             start = int(saved["step"])
-            progress(start, total, f"resumed from {store.path} at step {start}")
+            progress(offset + start, offset + total, f"resumed from {store.path} at step {start}")
+        # a PDN teacher distilled here travels in every student checkpoint (the distillation is not redone)
+        teacher_state = ({"teacher_pdn": teacher.pdn.state_dict(), "distill_loss": distill_loss}
+                         if cfg.teacher == "distilled" and cfg.teacher_weights is None else {})
 
         def standardised(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad(), self._autocast():
@@ -286,9 +345,10 @@ class EfficientAD(Detector):
                     history[key].append(value)
                 done = step + 1
                 if done % cfg.checkpoint_every == 0 or done == total:
-                    store.save(done, {"student": student.state_dict(), "autoencoder": autoencoder.state_dict(),
-                                      "optimizer": optimizer.state_dict(), "history": history})
-                progress(done, total, f"step {done}/{total} loss {values[0]:.4f}")
+                    store.save(done, {"phase": "student", "student": student.state_dict(),
+                                      "autoencoder": autoencoder.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "history": history, **teacher_state})
+                progress(offset + done, offset + total, f"step {done}/{total} loss {values[0]:.4f}")
         student.eval()
         autoencoder.eval()
         self.teacher, self.student, self.autoencoder = teacher, student, autoencoder
@@ -302,10 +362,24 @@ class EfficientAD(Detector):
             "n_validation": len(val_idx),
             "validation_held_out": len(val_idx) < len(images),
             "penalty_images": 0 if penalty is None else int(penalty.shape[0]),
-            "teacher": "pdn" if cfg.teacher_weights else "backbone",
+            "teacher": "pdn" if cfg.teacher_weights else cfg.teacher,
+            **({"distill_loss": distill_loss} if distill_loss else {}),
             "quantiles": [float(v) for v in self.quantiles.cpu()],
             "train_seconds": time.perf_counter() - t0,
         }
+
+    def _fingerprint_extra(self, val_idx: list[int], penalty: Optional[torch.Tensor]) -> dict[str, Any]:
+        """What besides the config and the images makes a checkpoint this run's: the validation split, the
+        teacher file's sha256, the penalty images' count and sum."""
+        extra: dict[str, Any] = {"validation": val_idx}
+        if self.config.teacher_weights is not None:
+            from detectors.model_dir import file_sha256
+
+            extra["teacher.sha256"] = file_sha256(self.config.teacher_weights)
+        if penalty is not None:
+            extra["penalty.n"] = int(penalty.shape[0])
+            extra["penalty.sum"] = round(float(penalty.double().sum()), 4)
+        return extra
 
     @torch.no_grad()
     def _validation_quantiles(self, images: torch.Tensor) -> torch.Tensor:
@@ -387,7 +461,7 @@ class EfficientAD(Detector):
         c = cfg.out_channels
         student, autoencoder = self._build_trainable()
         modules: dict[str, nn.Module] = {"student.": student, "autoencoder.": autoencoder}
-        if cfg.teacher_weights is not None:
+        if cfg.pdn_teacher:
             teacher_pdn = PDN(cfg.model_size, c)
             modules["teacher."] = teacher_pdn
         elif cfg.pretrained == "none":
@@ -402,10 +476,7 @@ class EfficientAD(Detector):
             module.load_state_dict(parts[prefix])
         student.eval()
         autoencoder.eval()
-        if cfg.teacher_weights is not None:
-            teacher: nn.Module = PDNTeacher(teacher_pdn).to(self.device)
-        else:
-            teacher = BackboneTeacher(self._frozen_backbone(cfg.teacher_layers), cfg.image_size, c).to(self.device)
+        teacher: nn.Module = PDNTeacher(teacher_pdn).to(self.device) if cfg.pdn_teacher else self._backbone_teacher()
         self.teacher, self.student, self.autoencoder = teacher, student, autoencoder
         self.teacher_mean = state["teacher_mean"].float().to(self.device)
         self.teacher_std = state["teacher_std"].float().to(self.device)

@@ -2,18 +2,19 @@
 
 The paper's teacher is a small/medium PDN distilled from a WideResNet-101's layer-2 + layer-3 patch features
 (384 channels) on ImageNet. Neither ImageNet nor WideResNet-101 weights are available offline here, so two
-teachers exist (``EfficientADConfig.teacher_weights`` chooses):
+teachers exist (``EfficientADConfig.teacher_weights`` / ``teacher`` choose):
 
-* :class:`PDNTeacher` (``teacher_weights`` = a file): a frozen PDN from a state dict in the public teacher
-  format (``teacher_small.pth``: ``conv1.weight`` ..), fed ImageNet-normalised images as in the paper.
-* :class:`BackboneTeacher` (no file; the default): the frozen offline backbone itself
+* :class:`PDNTeacher`: a frozen PDN, fed ImageNet-normalised images as in the paper: from a state dict in the
+  public teacher format (``teacher_weights`` = ``teacher_small.pth``: ``conv1.weight`` ..), or distilled from
+  the backbone teacher below at fit time (``teacher: distilled``, :mod:`detectors.efficientad.distillation`).
+* :class:`BackboneTeacher` (``teacher: backbone``, the class default): the frozen offline backbone itself
   (tf_efficientnet_lite0 with its ImageNet weights), timm levels 2 + 3 (strides 8 and 16), turned into
   locally aware patch features by :class:`detectors.patch_features.FeatureAggregator` (3 x 3 neighbourhoods,
   adaptive average pooling to 384 channels: the construction the paper's teacher was distilled from, with
   Lite0 in place of WideResNet-101), bilinearly resampled from the stride-8 grid to the stride-4 grid of the
   PDN's output (S/4 cells, cell k centred on pixel 4k + 2) and centre-cropped to s = S/4 - 8 (cell i of the
   crop centred on pixel 4i + 18, the centre of the PDN's receptive field of output i to within 2 px).
-  Chosen by measurement over distilling a PDN teacher at fit time (README, EfficientAD).
+  It is also the distillation target of the distilled teacher.
 
 Both teachers' outputs are then standardised per channel with the training images' mean and std (in
 :mod:`detectors.efficientad.detector`).

@@ -1,7 +1,8 @@
-"""EfficientAD: the PDN's shape and receptive field, the public teacher format, the hard feature loss, the
-penalty folder, the training-side validation split, resumable training and the config file."""
+"""EfficientAD: the PDN's shape and receptive field, the public teacher format, the distilled teacher, the hard
+feature loss, the penalty folder, the training-side validation split, resumable training and the config file."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,7 @@ from detectors.efficientad.autoencoder import Autoencoder
 from detectors.efficientad.losses import hard_feature_loss, normalise_map
 from detectors.efficientad.pdn import PDN, pdn_output_side
 from detectors.efficientad.detector import split_validation
+from detectors.efficientad.distillation import aligned_crop_corners, distil_pdn_teacher
 from detectors.errors import DetectorConfigError, DetectorError, ImageSetError
 from detectors.synthetic import add_defect, synthetic_imageset, textured_images
 from tests.detectors.interrupting_progress import InterruptingProgress
@@ -123,6 +125,75 @@ def test_a_teacher_file_that_does_not_fit_is_one_line_naming_the_tensor(tmp_path
             synthetic_imageset(3, size=64, seed=0))
 
 
+#: _TINY with a PDN teacher distilled from the (random) backbone: 6 steps of 2 aligned 48-px windows.
+_DISTILLED = {**_TINY, "teacher": "distilled", "distill_steps": 6, "distill_batch": 2, "distill_crop": 48}
+
+
+def test_an_aligned_crop_gives_exactly_the_full_image_cells_it_covers() -> None:
+    # what training the teacher on windows rests on: the PDN has no padding, so cell (r + i, c + j) of the
+    # full image is cell (i, j) of the window whose corner is at pixel (4r, 4c)
+    pdn = PDN("small", 16).eval()
+    image = torch.rand(1, 3, 128, 128)
+    rng = np.random.default_rng(0)
+    corners = aligned_crop_corners(128, 64, 5, rng)
+    assert all(0 <= r <= pdn_output_side(128) - pdn_output_side(64) for rc in corners for r in rc)
+    with torch.no_grad():
+        full = pdn(image)
+        for r, c in corners:
+            window = pdn(image[:, :, 4 * r : 4 * r + 64, 4 * c : 4 * c + 64])
+            torch.testing.assert_close(window, full[:, :, r : r + 8, c : c + 8], rtol=1e-4, atol=1e-5)
+
+
+def test_distillation_regresses_the_targets_and_refuses_a_window_off_the_stride() -> None:
+    images = textured_images(4, size=64, seed=0)
+    target_net = PDN("small", 8).eval()  # a learnable target: another PDN's outputs
+    targets = lambda x: target_net(x)  # noqa: E731
+    kwargs = dict(size="small", out_channels=8, batch=2, crop=48, lr=1e-3, weight_decay=0.0, seed=0,
+                  device=torch.device("cpu"), autocast=contextlib.nullcontext)
+    pdn, history = distil_pdn_teacher(targets, images, steps=40, **kwargs)
+    assert len(history) == 40 and np.mean(history[-5:]) < 0.5 * np.mean(history[:5])
+    assert not any(p.requires_grad for p in pdn.parameters())  # frozen once distilled
+    with pytest.raises(DetectorError, match="distill_crop must be a multiple of 4"):
+        distil_pdn_teacher(targets, images, steps=1, **{**kwargs, "crop": 50})
+
+
+def test_a_distilled_teacher_is_saved_with_the_model_and_loads_without_distilling_again() -> None:
+    train = synthetic_imageset(4, size=64, seed=0)
+    watcher = InterruptingProgress()
+    detector = EfficientAD(EfficientADConfig(**_DISTILLED))
+    stats = detector.fit(train, progress=watcher)
+    assert stats["teacher"] == "distilled" and len(stats["distill_loss"]) == 6
+    # one progress count over both phases: 6 distillation steps, then the student's 4
+    assert [d for d, _ in watcher.seen] == list(range(1, 11)) and {t for _, t in watcher.seen[:6]} == {
+        f"teacher distillation {i}/6 loss {v:.4f}" for i, v in enumerate(stats["distill_loss"], start=1)}
+    state = detector.state_dict()
+    assert any(k.startswith("teacher.conv") for k in state) and not any(k.startswith("backbone.") for k in state)
+    images = textured_images(2, size=64, seed=3)
+    loaded = EfficientAD(EfficientADConfig(**_DISTILLED))
+    loaded.load_state_dict(state)
+    np.testing.assert_array_equal(loaded.predict(images).score, detector.predict(images).score)
+    missing = {k: v for k, v in state.items() if not k.startswith("teacher.")}
+    with pytest.raises(DetectorError, match="teacher.conv1.weight"):
+        EfficientAD(EfficientADConfig(**_DISTILLED)).load_state_dict(missing)
+
+
+@pytest.mark.parametrize("interrupt_at", [3, 8], ids=["during-distillation", "during-student"])
+def test_training_with_a_distilled_teacher_resumes_where_it_stopped(tmp_path: Path, interrupt_at: int) -> None:
+    train = synthetic_imageset(4, size=64, seed=0)
+    config = EfficientADConfig(**_DISTILLED, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        EfficientAD(config).fit(train, progress=InterruptingProgress(at=interrupt_at))
+    watcher = InterruptingProgress()
+    resumed = EfficientAD(config)
+    resumed.fit(train, progress=watcher)
+    first = watcher.seen[1][0] if watcher.seen[0][1].startswith("resumed") else watcher.seen[0][0]
+    assert first == {3: 3, 8: 9}[interrupt_at]  # after the last checkpoint: step 2 of 6, student step 2 of 4
+    straight = EfficientAD(EfficientADConfig(**_DISTILLED))
+    straight.fit(train)
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, msg=key)
+
+
 def test_penalty_images_enter_the_loss(tmp_path: Path) -> None:
     folder = tmp_path / "penalty"
     folder.mkdir()
@@ -186,6 +257,10 @@ def test_config_refuses_sizes_the_networks_cannot_take() -> None:
         registry.create("efficientad", image_size=100)
     with pytest.raises(DetectorConfigError, match="map_quantiles"):
         registry.create("efficientad", map_quantiles=(0.99, 0.9))
+    with pytest.raises(DetectorConfigError, match="exclude each other"):
+        registry.create("efficientad", teacher="distilled", teacher_weights="teacher_small.pth")
+    with pytest.raises(DetectorConfigError, match="distill_crop"):
+        registry.create("efficientad", teacher="distilled", distill_crop=98)
 
 
 def test_config_file_validates() -> None:
