@@ -100,9 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--simplenet", default=json.dumps(FAST_SIMPLENET), help="JSON config overrides")
     parser.add_argument("--efficientad", default=json.dumps(FAST_EFFICIENTAD), help="JSON config overrides")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "sdu_comparison.json")
+    parser.add_argument("--methods", default="simplenet,efficientad",
+                        help="comma-separated subset of simplenet,efficientad (default both: the comparison)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is faster on a loaded shared CPU)")
     args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(CONFIGS))
+    if unknown or not methods:
+        parser.error(f"--methods: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(CONFIGS)}")
     if args.threads is not None:
         import torch
 
@@ -122,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             capture(store, args.scenario, args.camera, args.difficulty, "good", args.good_parts, args.seed + 1, 0.0)
             capture(store, args.scenario, args.camera, args.difficulty, "defective", args.defective_parts, args.seed + 2, 1.0)
         print(f"captured in {time.perf_counter() - started:.0f} s", flush=True)
-        for method, path in CONFIGS.items():
+        for method in methods:
+            path = CONFIGS[method]
             t0 = time.perf_counter()
             model_dir = Path(tmp) / f"{method}_model"
             train_model(load_train_config(path, overrides[method]), store_path, model_dir, campaigns=["train"])
