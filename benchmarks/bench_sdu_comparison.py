@@ -82,6 +82,18 @@ def evaluate(store: Any, model: Any, rule: str, k: int) -> dict[str, Any]:
     return out
 
 
+def capture_sets(store_path: Path, args: argparse.Namespace) -> None:
+    """A new store at ``store_path`` with the campaigns ``train`` (``args.train_parts`` good sheets), ``good``
+    and ``defective`` (every sheet with a defect), each from its own seed (``args.seed`` + 0 / 1 / 2) of the
+    ``args.scenario`` / ``camera`` / ``difficulty`` cell."""
+    from acquisition.store import CaptureStore
+
+    with CaptureStore(store_path, create=True) as store:
+        for campaign, parts, offset, rate in (("train", args.train_parts, 0, 0.0), ("good", args.good_parts, 1, 0.0),
+                                              ("defective", args.defective_parts, 2, 1.0)):
+            capture(store, args.scenario, args.camera, args.difficulty, campaign, parts, args.seed + offset, rate)
+
+
 def main(argv: list[str] | None = None) -> int:
     from acquisition.store import CaptureStore
     from cell.training import load_train_config, train_model
@@ -123,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                               "detectors": {}}
     with tempfile.TemporaryDirectory(prefix="bench_sdu_") as tmp:
         store_path = Path(tmp) / "store"
-        with CaptureStore(store_path, create=True) as store:
-            capture(store, args.scenario, args.camera, args.difficulty, "train", args.train_parts, args.seed, 0.0)
-            capture(store, args.scenario, args.camera, args.difficulty, "good", args.good_parts, args.seed + 1, 0.0)
-            capture(store, args.scenario, args.camera, args.difficulty, "defective", args.defective_parts, args.seed + 2, 1.0)
+        capture_sets(store_path, args)
         print(f"captured in {time.perf_counter() - started:.0f} s", flush=True)
         for method in methods:
             path = CONFIGS[method]

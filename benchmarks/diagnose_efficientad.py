@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.bench_parts import capture, score_parts  # noqa: E402
+from benchmarks.bench_parts import score_parts  # noqa: E402
+from benchmarks.bench_sdu_comparison import capture_sets  # noqa: E402
 from benchmarks.timing import write_json  # noqa: E402
 
 CONFIG = REPO / "configs" / "detectors" / "efficientad.yaml"
@@ -141,10 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                               "difficulty": args.difficulty, "overrides": overrides, "branches": {}}
     with tempfile.TemporaryDirectory(prefix="diag_ead_") as tmp:
         store_path = Path(tmp) / "store"
-        with CaptureStore(store_path, create=True) as store:
-            capture(store, args.scenario, args.camera, args.difficulty, "train", args.train_parts, args.seed, 0.0)
-            capture(store, args.scenario, args.camera, args.difficulty, "good", args.good_parts, args.seed + 1, 0.0)
-            capture(store, args.scenario, args.camera, args.difficulty, "defective", args.defective_parts, args.seed + 2, 1.0)
+        capture_sets(store_path, args)
         model_dir = Path(tmp) / "model"
         t0 = time.perf_counter()
         train_model(load_train_config(CONFIG, overrides), store_path, model_dir, campaigns=["train"])
