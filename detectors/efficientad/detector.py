@@ -89,10 +89,12 @@ class EfficientADConfig(DetectorConfig):
     )
     teacher_layers: list[int] = Field(default_factory=lambda: [2, 3], min_length=1,
                                       description="timm levels of the backbone teacher")
-    distill_steps: int = Field(60_000, ge=1, description="teacher: distilled: distillation steps (paper: 60,000)")
-    distill_batch: int = Field(16, ge=1, description="teacher: distilled: images per distillation step (paper: 16)")
+    distill_steps: int = Field(60_000, ge=1, description="teacher: distilled: distillation steps (the paper's "
+                               "pretraining as reported: 60,000; unverified here)")
+    distill_batch: int = Field(16, ge=1, description="teacher: distilled: images per distillation step "
+                               "(as reported for the paper: 16)")
     distill_crop: int = Field(256, ge=36, description="teacher: distilled: px side of the aligned window trained per image")
-    distill_lr: float = Field(1e-4, gt=0, description="teacher: distilled: Adam learning rate (paper: 1e-4)")
+    distill_lr: float = Field(1e-4, gt=0, description="teacher: distilled: Adam learning rate (as the student's: 1e-4)")
     iterations: int = Field(70_000, ge=1, description="training steps")
     batch_size: int = Field(1, ge=1, description="training images per step")
     lr: float = Field(1e-4, gt=0, description="Adam learning rate")
