@@ -196,6 +196,8 @@ def test_the_benchmark_and_cell_eval_feed_a_model_the_same_inputs(tmp_path: Path
     cli_scores = {Path(row[0]).as_posix().split("/test/")[-1]: float(row[3]) for row in rows}
     bench_scores = {source.split("/test/")[-1]: float(score) for source, score in zip(test.sources, prediction.score)}
     assert sorted(cli_scores) == sorted(bench_scores) and len(bench_scores) == 6
+    # scores.csv keeps 6 digits; batch 6 against batch 1 picks other float32 kernels: on an AMD EPYC (AVX512, no
+    # AMX) a score of 0.0146 moved by 1.6e-6 (1.1e-4 relative), hence the absolute floor for near-zero scores
     for name, score in bench_scores.items():
-        assert cli_scores[name] == pytest.approx(score, rel=1e-4), name  # scores.csv keeps 6 digits
+        assert cli_scores[name] == pytest.approx(score, rel=1e-4, abs=1e-5), name
     assert np.isfinite(prediction.score).all()
