@@ -3,8 +3,8 @@
 #   bash benchmarks/gpu_session_efficientad.sh [OUT]
 # bottle on CUDA (bench_detectors: image / pixel AUROC, training time, latency at batch 1 = the issue's
 # <= 5 ms point, 16 and 64; bf16 autocast as the CUDA path trains), three runs, each time-boxed:
-#   distilled  the config file's recipe with the distilled PDN teacher (1,000 x 8 distillation, 600 steps)
-#   backbone   the frozen-backbone teacher (600 steps): the latency of the other teacher
+#   distilled  the config file's recipe with teacher: distilled (1,000 x 8 distillation steps, 600 student steps)
+#   backbone   the config file's recipe as it is (the frozen-backbone teacher, 600 steps)
 #   long       a longer GPU schedule: 5,000 x 16 distillation steps on 128-px windows, 10,000 student steps
 # CELL_DATA = an MVTec-layout bottle folder (default ../shared/data/bottle). Everything lands in OUT:
 # session.log (all output) and per run <run>/efficientad_bottle.json + <run>/detectors.md.
