@@ -54,6 +54,16 @@ def zero_miss_rate(scores: np.ndarray, defective: np.ndarray) -> dict[str, Any]:
     return zero_miss(np.asarray(scores, float), np.asarray(defective, bool))
 
 
+def judged_views(store: Any, test: dict[str, list]) -> list[tuple[Any, float, Any, bool]]:
+    """The views the per-image rate judges, from :func:`score_parts`' ``test``: (record, score, map, defective)
+    for every view of a good sheet (defective False) and every view of a defective sheet whose mask shows the
+    defect (True); views of defective sheets that do not show it are left out."""
+    labels = {p.part_id: p.label for p in store.parts()}
+    masks = store.mask_infos()
+    return [(r, score, amap, labels[p] == "defective") for p, views in test.items() for r, score, amap in views
+            if labels[p] == "good" or (r.id in masks and masks[r.id].area_px > 0)]
+
+
 def evaluate(store: Any, model: Any, rule: str, k: int) -> dict[str, Any]:
     """Per-image and per-part zero-miss false-reject rates of one trained model on the new sheets."""
     from cell.part_map import PartMapConfig
@@ -62,11 +72,9 @@ def evaluate(store: Any, model: Any, rule: str, k: int) -> dict[str, Any]:
 
     test = score_parts(store, model, ["good", "defective"])
     labels = {p.part_id: p.label for p in store.parts()}
-    masks = store.mask_infos()
-    images = [(score, labels[p] == "defective") for p, views in test.items() for r, score, _ in views
-              if labels[p] == "good" or (r.id in masks and masks[r.id].area_px > 0)]
-    img_scores = np.array([s for s, _ in images])
-    img_labels = np.array([d for _, d in images])
+    images = judged_views(store, test)
+    img_scores = np.array([v[1] for v in images])
+    img_labels = np.array([v[3] for v in images])
     config = PartMapConfig(fusion=rule, k=k)
     maps = StoredPartMaps(store, config)
     parts = list(test)

@@ -8,7 +8,7 @@ configs/detectors/efficientad.yaml) and scores every new view three times: with 
 the local branch alone and the global branch alone. Per branch it reports the per-image AUROC (views of
 defective sheets that show the defect against good views, as bench_sdu_comparison), the share of those
 defective views whose map peaks inside the defect's mask, and the quantiles of good views' scores. With
-``--pictures DIR`` it also writes, for the defective views, the view beside its two branch maps (PNG).
+``--pictures DIR`` it also writes, for the defective views, both branch maps over the view, mask outlined (PNG).
 
 Run:  python -m benchmarks.diagnose_efficientad --difficulty hard --efficientad '{"image_size": 128}'
 Writes benchmarks/results/diagnose_efficientad.json.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from benchmarks.bench_parts import score_parts  # noqa: E402
-from benchmarks.bench_sdu_comparison import capture_sets  # noqa: E402
+from benchmarks.bench_sdu_comparison import capture_sets, judged_views  # noqa: E402
 from benchmarks.timing import write_json  # noqa: E402
 
 CONFIG = REPO / "configs" / "detectors" / "efficientad.yaml"
@@ -41,9 +41,8 @@ def use_branch(detector: Any, branch: str) -> None:
     """Make ``detector`` (a fitted EfficientAD) score with ``branch``'s normalised map alone (or both: the
     method). Same padding, upsampling and max as the method's ``_score_batch``."""
     import torch
-    import torch.nn.functional as F
 
-    from detectors.efficientad.losses import normalise_map
+    from detectors.efficientad.losses import image_map, normalise_map
 
     def score_batch(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
@@ -51,11 +50,7 @@ def use_branch(detector: Any, branch: str) -> None:
             q = detector.quantiles
             parts = {"local": normalise_map(local, q[0], q[1]), "global": normalise_map(glob, q[2], q[3])}
             maps = 0.5 * (parts["local"] + parts["global"]) if branch == "both" else parts[branch]
-            size = detector.config.image_size
-            pad = (size // 4 - maps.shape[-1]) // 2
-            maps = F.pad(maps[:, None], (pad, pad, pad, pad), mode="replicate")
-            maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-            return maps.flatten(1).amax(dim=1), maps
+            return image_map(maps, detector.config.image_size)
 
     detector._score_batch = score_batch
 
@@ -67,20 +62,15 @@ def branch_report(store: Any, model: Any, branch: str) -> tuple[dict[str, Any], 
     from detectors.input_prep import to_capture_size
 
     use_branch(model.detector, branch)
-    test = score_parts(store, model, ["good", "defective"])
-    labels = {p.part_id: p.label for p in store.parts()}
-    masks = store.mask_infos()
     good, bad, peaks_inside, maps = [], [], 0, {}
-    for part_id, views in test.items():
-        for record, score, amap in views:
-            if labels[part_id] == "good":
-                good.append(score)
-            elif record.id in masks and masks[record.id].area_px > 0:
-                bad.append(score)
-                mask = store.get_mask(record.id)[0]
-                full = to_capture_size(amap, *mask.shape)
-                peaks_inside += bool(mask.flat[int(np.argmax(full))])
-                maps[record.id] = amap
+    for record, score, amap, defective in judged_views(store, score_parts(store, model, ["good", "defective"])):
+        if not defective:
+            good.append(score)
+            continue
+        bad.append(score)
+        mask = store.get_mask(record.id)[0]
+        peaks_inside += bool(mask.flat[int(np.argmax(to_capture_size(amap, *mask.shape)))])
+        maps[record.id] = amap
     scores = np.array(good + bad)
     labels_ = np.array([0] * len(good) + [1] * len(bad))
     return {"auroc": float(roc_auc_score(labels_, scores)), "n_good": len(good), "n_defective": len(bad),
@@ -90,28 +80,16 @@ def branch_report(store: Any, model: Any, branch: str) -> tuple[dict[str, Any], 
 
 
 def write_pictures(store: Any, maps: dict[str, dict[str, Any]], folder: Path, limit: int = 6) -> None:
-    """For up to ``limit`` defective views: the view | defect mask | local map | global map, side by side."""
-    import cv2
-
+    """For up to ``limit`` defective views: the local and the global map over the view (jet colours, each
+    from its own min to max), the defect's mask outlined in white, side by side (the line's overlay)."""
+    from cell.overlays import heatmap_overlay, write_png
     from detectors.input_prep import to_capture_size
 
-    folder.mkdir(parents=True, exist_ok=True)
     records = {r.id: r for r in store.captures(campaign="defective")}
     for n, rid in enumerate(list(maps["local"])[:limit]):
-        record = records[rid]
-        image = np.asarray(store.load_image(record), dtype=np.float32)
-        image = image / (65535.0 if image.max() > 255 else 255.0)
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
-        h, w = image.shape[:2]
-        mask = store.get_mask(rid)[0].astype(np.float32)
-        panels = [image, np.repeat(mask[..., None], 3, axis=2)]
-        for branch in ("local", "global"):
-            m = to_capture_size(maps[branch][rid], h, w)
-            m = (m - m.min()) / max(1e-9, float(m.max() - m.min()))
-            panels.append(cv2.applyColorMap((m * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1] / 255.0)
-        strip = np.concatenate([cv2.resize(p, (w // 2, h // 2)) for p in panels], axis=1)
-        cv2.imwrite(str(folder / f"defective_{n}.png"), (strip[..., ::-1] * 255).astype(np.uint8))
+        pixels, mask = store.load_image(records[rid]), store.get_mask(rid)[0]
+        panels = [heatmap_overlay(pixels, to_capture_size(maps[b][rid], *mask.shape), mask) for b in ("local", "global")]
+        write_png(folder / f"defective_{n}.png", np.concatenate(panels, axis=1))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,14 +53,13 @@ from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from detectors.base import Detector, DetectorConfig, ProgressCallback
 from detectors.efficientad.autoencoder import Autoencoder
 from detectors.efficientad.distillation import distil_pdn_teacher
-from detectors.efficientad.losses import augment_colour, hard_feature_loss, normalise_map, penalty_loss
+from detectors.efficientad.losses import augment_colour, hard_feature_loss, image_map, normalise_map, penalty_loss
 from detectors.efficientad.pdn import PDN, public_pdn_state
 from detectors.backbones import imagenet_normalise
 from detectors.efficientad.teacher import BackboneTeacher, PDNTeacher
@@ -305,7 +304,7 @@ class EfficientAD(Detector):
             progress(offset + start, offset + total, f"resumed from {store.path} at step {start}")
         # a PDN teacher distilled here travels in every student checkpoint (the distillation is not redone)
         teacher_state = ({"teacher_pdn": teacher.pdn.state_dict(), "distill_loss": distill_loss}
-                         if cfg.teacher == "distilled" and cfg.teacher_weights is None else {})
+                         if cfg.teacher == "distilled" else {})
 
         def standardised(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad(), self._autocast():
@@ -421,16 +420,10 @@ class EfficientAD(Detector):
     def _score_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(b, 3, S, S) float32 in [0, 1] on the device -> (scores (b,) = map max, maps (b, S, S)). Traceable."""
         assert self.quantiles is not None
-        size = self.config.image_size
         local, glob = self._raw_maps(images)
         q = self.quantiles
-        maps = 0.5 * normalise_map(local, q[0], q[1]) + 0.5 * normalise_map(glob, q[2], q[3])
-        pad = (size // 4 - maps.shape[-1]) // 2
-        # the border cells no patch is centred on take their nearest cell's value (the paper pads zeros: see the
-        # module docstring's deviations)
-        maps = F.pad(maps[:, None], (pad, pad, pad, pad), mode="replicate")
-        maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-        return maps.flatten(1).amax(dim=1), maps
+        return image_map(0.5 * normalise_map(local, q[0], q[1]) + 0.5 * normalise_map(glob, q[2], q[3]),
+                         self.config.image_size)
 
     # --------------------------------------------------------------------------------------- state
     def _state_dict(self) -> dict[str, torch.Tensor]:

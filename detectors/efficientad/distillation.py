@@ -27,7 +27,7 @@ import torch
 from detectors.backbones import imagenet_normalise
 from detectors.efficientad.pdn import PDN, pdn_output_side
 from detectors.errors import DetectorError
-from detectors.training import batch_indices, step_rng
+from detectors.training import batch_indices, optimizer_to, step_rng
 
 #: ``save(step, state)``: called with {"teacher_pdn", "optimizer", "history"} every ``checkpoint_every`` steps.
 SaveCallback = Callable[[int, dict[str, Any]], None]
@@ -88,8 +88,6 @@ def distil_pdn_teacher(
     history: list[float] = []
     start = 0
     if resume is not None:
-        from detectors.training import optimizer_to
-
         pdn.load_state_dict(resume["teacher_pdn"])
         optimizer.load_state_dict(optimizer_to(resume["optimizer"], device))
         history = [float(v) for v in resume["history"]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def hard_feature_loss(teacher: torch.Tensor, student: torch.Tensor, quantile: float = 0.999) -> torch.Tensor:
@@ -50,3 +51,13 @@ def augment_colour(images: torch.Tensor, rng: np.random.Generator, strength: flo
 def normalise_map(maps: torch.Tensor, q_low: torch.Tensor, q_high: torch.Tensor) -> torch.Tensor:
     """Map the validation quantiles ``q_low`` -> 0 and ``q_high`` -> 0.1 (linear; the paper's normalisation)."""
     return 0.1 * (maps - q_low) / (q_high - q_low)
+
+
+def image_map(maps: torch.Tensor, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PDN-grid maps (B, s, s) -> (image scores (B,) = map max, maps (B, S, S)): padded to the S/4 grid, the
+    border cells no patch is centred on taking their nearest cell's value (the paper pads zeros: see the
+    detector module's deviations), then bilinearly upsampled to S x S. Traceable."""
+    pad = (image_size // 4 - maps.shape[-1]) // 2
+    maps = F.pad(maps[:, None], (pad, pad, pad, pad), mode="replicate")
+    maps = F.interpolate(maps, size=(image_size, image_size), mode="bilinear", align_corners=False)[:, 0]
+    return maps.flatten(1).amax(dim=1), maps
